@@ -1,0 +1,359 @@
+"""Configuration of NEDS (Neural Encoding and Decoding at Scale) models.
+
+This module imports only `transformers` (and the standard library) so that it can be copied next
+to a checkpoint and loaded with ``trust_remote_code=True`` where neds_hf is not installed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import field
+from typing import Any, ClassVar
+
+from transformers import PreTrainedConfig
+
+#: The kinds of modality a NEDS model can tokenize and predict.
+MODALITY_KINDS = ("spikes", "continuous", "categorical")
+
+#: The five IBL modalities of the NEDS paper, in token order.
+IBL_MODALITIES: tuple[dict[str, Any], ...] = (
+    {"name": "spikes", "kind": "spikes"},
+    {"name": "wheel_speed", "kind": "continuous"},
+    {"name": "whisker_motion_energy", "kind": "continuous"},
+    {"name": "choice", "kind": "categorical", "num_classes": 2},
+    {"name": "block", "kind": "categorical", "num_classes": 3},
+)
+
+#: NEDS multi-task masking schemes (sampled per trial by the collator).
+NEDS_SCHEMES = ("neural", "behavior", "within_spikes", "within_behavior", "cross_modal")
+#: MtM masking schemes for the spike-only configuration; their order is the prompt-token order.
+MTM_SCHEMES = ("neuron", "causal", "intra_region", "inter_region")
+
+_AUTO_MAP = {
+    "AutoConfig": "configuration_neds.NedsConfig",
+    "AutoModel": "modeling_neds.NedsModel",
+    "AutoModelForMaskedLM": "modeling_neds.NedsForMaskedModeling",
+}
+
+
+def _default_modalities() -> list[dict[str, Any]]:
+    return [dict(spec) for spec in IBL_MODALITIES]
+
+
+def _normalize_modality(spec: Mapping[str, Any], position: int) -> dict[str, Any]:
+    """Validate one modality entry and fill its defaults."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(
+            f"modalities[{position}] must be a mapping with 'name' and 'kind', got {spec!r}"
+        )
+    name = spec.get("name")
+    kind = spec.get("kind")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"modalities[{position}].name must be a non-empty string, got {name!r}")
+    if kind not in MODALITY_KINDS:
+        raise ValueError(
+            f"modalities[{position}] ({name!r}): kind must be one of {MODALITY_KINDS}, got {kind!r}"
+        )
+    unknown = set(spec) - {"name", "kind", "num_classes", "trial_level"}
+    if unknown:
+        raise ValueError(f"modalities[{position}] ({name!r}): unknown fields {sorted(unknown)}")
+    normalized: dict[str, Any] = {"name": name, "kind": kind}
+    if kind == "categorical":
+        num_classes = spec.get("num_classes")
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+            raise ValueError(
+                f"modalities[{position}] ({name!r}): a categorical modality needs "
+                f"num_classes >= 2, "
+                f"got num_classes={num_classes!r}"
+            )
+        normalized["num_classes"] = num_classes
+        normalized["trial_level"] = bool(spec.get("trial_level", True))
+    else:
+        if spec.get("num_classes") is not None:
+            raise ValueError(
+                f"modalities[{position}] ({name!r}): num_classes is only valid for categorical "
+                f"modalities, got kind={kind!r} with num_classes={spec['num_classes']!r}"
+            )
+        if spec.get("trial_level", False):
+            raise ValueError(
+                f"modalities[{position}] ({name!r}): only categorical modalities can be trial_level"
+            )
+    return normalized
+
+
+def _normalize_sessions(sessions: Any, field_name: str = "sessions") -> dict[str, int]:
+    """Turn a mapping or a sequence of (id, n_neurons) pairs into an ordered dict, validating it."""
+    if sessions is None:
+        return {}
+    if isinstance(sessions, Mapping):
+        pairs: Iterable[Any] = sessions.items()
+    elif isinstance(sessions, Iterable) and not isinstance(sessions, str | bytes):
+        pairs = []
+        for entry in sessions:
+            if isinstance(entry, Mapping):
+                pairs.append((entry.get("session_id"), entry.get("n_neurons")))
+            else:
+                pairs.append(tuple(entry))
+    else:
+        raise ValueError(
+            f"{field_name} must map session ids to neuron counts, got {type(sessions).__name__}"
+        )
+    normalized: dict[str, int] = {}
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"{field_name}: expected (session_id, n_neurons) pairs, got {pair!r}")
+        session_id, n_neurons = pair
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError(
+                f"{field_name}: session ids must be non-empty strings, got {session_id!r}"
+            )
+        if session_id in normalized:
+            raise ValueError(f"{field_name}: duplicate session id {session_id!r}")
+        if not isinstance(n_neurons, int) or isinstance(n_neurons, bool) or n_neurons < 1:
+            raise ValueError(
+                f"{field_name}[{session_id!r}]: n_neurons must be a positive integer, "
+                f"got {n_neurons!r}"
+            )
+        normalized[session_id] = n_neurons
+    return normalized
+
+
+class NedsConfig(PreTrainedConfig):
+    r"""Configuration of a NEDS model: sizes, modalities, sessions and masking settings.
+
+    `NedsConfig()` is the paper's single-session NEDS (hidden 256, 8 heads, MLP 512, 5 layers,
+    dropout 0.4, embedding dropout 0.2, rotary positions) over the five IBL modalities, with no
+    sessions yet: add them with :meth:`add_sessions` or pass ``sessions={session_id: n_neurons}``.
+    The spike-only MtM configuration is ``NedsConfig.for_mtm(...)``.
+
+    Args:
+        hidden_size: width of every token.
+        num_hidden_layers: number of pre-LayerNorm transformer blocks.
+        num_attention_heads: attention heads; must divide `hidden_size`.
+        intermediate_size: width of the MLP inside each block.
+        hidden_act: MLP activation.
+        hidden_dropout: dropout on the attention and MLP outputs (residual branches).
+        attention_dropout: key dropout inside attention: each (trial, head) ignores a random
+            fraction of the keys. Regularises like attention-probability dropout but keeps the
+            fused `scaled_dot_product_attention` kernels (probability dropout forces the slow one).
+        embedding_dropout: dropout on the summed token + embeddings.
+        layer_norm_eps: LayerNorm epsilon.
+        initializer_range: std of the normal initialisation.
+        fixup_init: scale the residual-branch output projections by ``0.67 * L**-0.25`` at
+            initialisation, as the reference implementation does.
+        use_rope: rotary position embedding on queries and keys, by time bin.
+        rope_theta: rotary base.
+        num_time_bins: time bins per trial (T); every time-varying modality shares them.
+        modalities: the modalities as data: ``{"name", "kind", "num_classes", "trial_level"}``
+            with kind ``spikes`` (exactly one), ``continuous`` (one value per bin) or
+            ``categorical`` (``num_classes`` >= 2; one label per trial when ``trial_level``,
+            the default, else one per bin).
+        sessions: the sessions the model knows, ``{session_id: n_neurons}``, in order.
+        spike_stitcher_size: width of the per-session spike stitcher (per-neuron input vectors).
+        behavior_stitcher_size: width of the small per-modality continuous tokenizers.
+        spread_trial_tokens: give each trial-level variable ``num_time_bins`` tokens, as the
+            reference code does (500 tokens per IBL trial instead of 302).
+        use_prompt: prepend a prompt token naming the masking scheme (MtM).
+        prompt_schemes: the schemes a prompt token can name (its embedding rows).
+        mask_ratio: fraction of time bins / neurons / tokens masked by ratio-based schemes.
+        causal_mask_ratio: mask ratio of the MtM causal scheme (0.6 in the reference).
+        masking_schemes: training schemes and their probabilities; `None` means uniform over
+            the NEDS schemes (or the MtM schemes when spikes are the only modality).
+    """
+
+    model_type: ClassVar[str] = "neds"
+
+    hidden_size: int = 256
+    num_hidden_layers: int = 5
+    num_attention_heads: int = 8
+    intermediate_size: int = 512
+    hidden_act: str = "gelu"
+    hidden_dropout: float | int = 0.4
+    attention_dropout: float | int = 0.4
+    embedding_dropout: float | int = 0.2
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    fixup_init: bool = True
+    use_rope: bool = True
+    rope_theta: float | int = 10000.0
+    num_time_bins: int = 100
+    modalities: list[dict[str, Any]] = field(default_factory=_default_modalities)
+    sessions: dict[str, int] = field(default_factory=dict)
+    spike_stitcher_size: int = 512
+    behavior_stitcher_size: int = 8
+    spread_trial_tokens: bool = False
+    use_prompt: bool = False
+    prompt_schemes: list[str] = field(default_factory=lambda: list(MTM_SCHEMES))
+    mask_ratio: float | int = 0.3
+    causal_mask_ratio: float | int = 0.6
+    masking_schemes: dict[str, float] | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        self.modalities = [
+            _normalize_modality(spec, position) for position, spec in enumerate(self.modalities)
+        ]
+        self.sessions = _normalize_sessions(self.sessions)
+        self._validate()
+        if not getattr(self, "auto_map", None):
+            self.auto_map = dict(_AUTO_MAP)
+        super().__post_init__(**kwargs)
+
+    def _validate(self) -> None:
+        errors: list[str] = []
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_time_bins",
+            "spike_stitcher_size",
+            "behavior_stitcher_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                errors.append(f"{name} must be a positive integer, got {value!r}")
+        if not errors and self.hidden_size % self.num_attention_heads:
+            errors.append(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if not errors and self.use_rope and (self.hidden_size // self.num_attention_heads) % 2:
+            errors.append(
+                f"use_rope=True needs an even head size, got hidden_size/num_attention_heads = "
+                f"{self.hidden_size}/{self.num_attention_heads}"
+            )
+        for name in ("hidden_dropout", "attention_dropout", "embedding_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                errors.append(f"{name} must be in [0, 1), got {value!r}")
+        for name in ("mask_ratio", "causal_mask_ratio"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                errors.append(f"{name} must be in (0, 1], got {value!r}")
+        names = [spec["name"] for spec in self.modalities]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            errors.append(f"modalities: duplicate names {duplicates}")
+        n_spikes = sum(spec["kind"] == "spikes" for spec in self.modalities)
+        if n_spikes != 1:
+            errors.append(
+                f"modalities: exactly one modality of kind 'spikes' is needed, got {n_spikes}"
+            )
+        if self.use_prompt and not self.prompt_schemes:
+            errors.append("use_prompt=True needs at least one entry in prompt_schemes")
+        if self.masking_schemes is not None:
+            allowed = set(NEDS_SCHEMES) | set(MTM_SCHEMES)
+            unknown = sorted(set(self.masking_schemes) - allowed)
+            if unknown:
+                errors.append(
+                    f"masking_schemes: unknown schemes {unknown}; known: {sorted(allowed)}"
+                )
+            weights = list(self.masking_schemes.values())
+            if any(w < 0 for w in weights) or sum(weights) <= 0:
+                errors.append(
+                    f"masking_schemes: probabilities must be >= 0 with a positive sum, "
+                    f"got {self.masking_schemes}"
+                )
+            if not self.behavior_modalities:
+                with_behavior = sorted(
+                    set(self.masking_schemes) - set(MTM_SCHEMES) - {"within_spikes"}
+                )
+                if with_behavior:
+                    errors.append(
+                        f"masking_schemes {with_behavior} need behaviour modalities, but spikes "
+                        "are the only modality"
+                    )
+        if errors:
+            raise ValueError("Invalid NedsConfig: " + "; ".join(errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialisable dict; sessions become ``[[session_id, n_neurons], ...]`` so that their
+        order (the order of the per-session parameter rows) survives JSON key sorting."""
+        output = super().to_dict()
+        output["sessions"] = [[session_id, n] for session_id, n in self.sessions.items()]
+        return output
+
+    # ----------------------------------------------------------------------------------------
+    # Derived views
+    @property
+    def head_dim(self) -> int:
+        """Size of one attention head."""
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def session_ids(self) -> list[str]:
+        """Session ids in the order of the per-session parameter rows."""
+        return list(self.sessions)
+
+    @property
+    def spike_modality(self) -> dict[str, Any]:
+        """The (single) spikes modality entry."""
+        return next(spec for spec in self.modalities if spec["kind"] == "spikes")
+
+    @property
+    def behavior_modalities(self) -> list[dict[str, Any]]:
+        """All non-spike modalities, in config order (the column order of `behavior_mask`)."""
+        return [spec for spec in self.modalities if spec["kind"] != "spikes"]
+
+    @property
+    def continuous_modalities(self) -> list[dict[str, Any]]:
+        """Continuous modalities in config order (the column order of `behavior_values`)."""
+        return [spec for spec in self.modalities if spec["kind"] == "continuous"]
+
+    @property
+    def categorical_modalities(self) -> list[dict[str, Any]]:
+        """Categorical modalities in config order (the column order of `behavior_labels`)."""
+        return [spec for spec in self.modalities if spec["kind"] == "categorical"]
+
+    def modality_num_tokens(self, spec: Mapping[str, Any]) -> int:
+        """How many tokens one trial of this modality becomes."""
+        if spec["kind"] == "categorical" and spec.get("trial_level", True):
+            return self.num_time_bins if self.spread_trial_tokens else 1
+        return self.num_time_bins
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per trial, prompt token included."""
+        return int(self.use_prompt) + sum(self.modality_num_tokens(s) for s in self.modalities)
+
+    @property
+    def default_masking_schemes(self) -> dict[str, float]:
+        """Scheme probabilities the collator uses when none are configured."""
+        if self.masking_schemes is not None:
+            return dict(self.masking_schemes)
+        schemes = MTM_SCHEMES if not self.behavior_modalities else NEDS_SCHEMES
+        return {name: 1.0 / len(schemes) for name in schemes}
+
+    # ----------------------------------------------------------------------------------------
+    # Sessions
+    def add_sessions(self, sessions: Mapping[str, int]) -> list[str]:
+        """Append sessions ``{session_id: n_neurons}``; returns the new ids in order.
+
+        Only the configuration changes here; use the model's `add_sessions` to also create the
+        per-session parameters.
+        """
+        new_sessions = _normalize_sessions(sessions, field_name="add_sessions")
+        existing = sorted(set(new_sessions) & set(self.sessions))
+        if existing:
+            raise ValueError(f"add_sessions: sessions already known to the model: {existing}")
+        self.sessions = {**self.sessions, **new_sessions}
+        return list(new_sessions)
+
+    @classmethod
+    def for_mtm(cls, sessions: Mapping[str, int] | None = None, **kwargs: Any) -> NedsConfig:
+        """The spike-only MtM configuration: spikes only, prompt token on, MtM schemes.
+
+        Defaults follow the MtM NDT1 reference (hidden 512, 5 layers, 8 heads, MLP 1024).
+        """
+        defaults: dict[str, Any] = {
+            "modalities": [{"name": "spikes", "kind": "spikes"}],
+            "use_prompt": True,
+            "hidden_size": 512,
+            "intermediate_size": 1024,
+        }
+        defaults.update(kwargs)
+        return cls(sessions=copy.deepcopy(dict(sessions or {})), **defaults)
+
+
+__all__ = ["IBL_MODALITIES", "MODALITY_KINDS", "MTM_SCHEMES", "NEDS_SCHEMES", "NedsConfig"]

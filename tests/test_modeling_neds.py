@@ -1,0 +1,629 @@
+"""Behaviour of the NEDS transformers model: shapes, losses, gradients, saving and loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+from neds_hf import NedsConfig, NedsForMaskedModeling, NedsModel
+from neds_hf.modeling_neds import is_session_parameter, make_dummy_inputs
+
+NUM_BINS = 12
+SESSIONS = {"session-a": 5, "session-b": 9, "session-c": 3}
+
+
+def tiny_config(**overrides) -> NedsConfig:
+    """A small NEDS config with dropout off so that outputs are deterministic."""
+    values = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        num_time_bins=NUM_BINS,
+        spike_stitcher_size=16,
+        sessions=dict(SESSIONS),
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        embedding_dropout=0.0,
+    )
+    values.update(overrides)
+    return NedsConfig(**values)
+
+
+def tiny_mtm_config(**overrides) -> NedsConfig:
+    values = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        num_time_bins=NUM_BINS,
+        spike_stitcher_size=16,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        embedding_dropout=0.0,
+    )
+    values.update(overrides)
+    return NedsConfig.for_mtm(dict(SESSIONS), **values)
+
+
+def make_batch(
+    config: NedsConfig, session_index: list[int], num_neurons: int | None = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A batch with random counts, behaviours and masks; padded neurons filled with junk."""
+    generator = torch.Generator().manual_seed(seed)
+    counts = [list(config.sessions.values())[s] for s in session_index]
+    num_neurons = num_neurons or max(counts)
+    batch_size = len(session_index)
+    spikes = torch.poisson(
+        torch.full((batch_size, NUM_BINS, num_neurons), 1.5), generator=generator
+    )
+    for sample, count in enumerate(counts):
+        spikes[sample, :, count:] = 7.0  # junk in padding must never matter
+    batch = {
+        "spikes": spikes,
+        "session_index": torch.tensor(session_index),
+        "spike_mask": (torch.rand(batch_size, NUM_BINS, 1, generator=generator) < 0.5)
+        .expand(batch_size, NUM_BINS, num_neurons)
+        .clone(),
+    }
+    if config.continuous_modalities:
+        batch["behavior_values"] = torch.randn(
+            batch_size, NUM_BINS, len(config.continuous_modalities), generator=generator
+        )
+    if config.categorical_modalities:
+        batch["behavior_labels"] = torch.stack(
+            [
+                torch.randint(0, spec["num_classes"], (batch_size, 1), generator=generator).expand(
+                    batch_size, NUM_BINS
+                )
+                for spec in config.categorical_modalities
+            ],
+            dim=-1,
+        )
+        mask = torch.rand(
+            batch_size, NUM_BINS, len(config.behavior_modalities), generator=generator
+        )
+        mask = mask < 0.5
+        mask[0, 0, :] = True  # sample 0 has its trial-level tokens hidden ...
+        mask[-1, 0, :] = False  # ... the last one shows them
+        batch["behavior_mask"] = mask
+    if config.use_prompt:
+        batch["prompt_index"] = torch.arange(batch_size) % len(config.prompt_schemes)
+        batch["causal_attention"] = torch.arange(batch_size) % 2 == 1
+    return batch
+
+
+def select(batch: dict[str, torch.Tensor], rows: list[int], num_neurons: int | None = None):
+    """Rows of a batch, optionally cropping / padding the neuron dimension."""
+    out = {}
+    for name, value in batch.items():
+        value = value[rows]
+        if num_neurons is not None and name in ("spikes", "spike_mask"):
+            if value.shape[-1] >= num_neurons:
+                value = value[..., :num_neurons]
+            else:
+                pad = torch.zeros(
+                    *value.shape[:-1], num_neurons - value.shape[-1], dtype=value.dtype
+                )
+                value = torch.cat([value, pad], dim=-1)
+        out[name] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def model() -> NedsForMaskedModeling:
+    torch.manual_seed(0)
+    return NedsForMaskedModeling(tiny_config()).eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# Shapes
+
+
+@pytest.mark.parametrize(
+    "session_index", [[0, 0], [0, 1, 2, 1]], ids=["single-session", "multi-session"]
+)
+def test_output_shapes(model, session_index):
+    batch = make_batch(model.config, session_index)
+    out = model(**batch, output_hidden_states=True, output_attentions=True)
+    batch_size, num_neurons = len(session_index), batch["spikes"].shape[-1]
+    num_tokens = model.config.num_tokens
+    assert (
+        num_tokens == 4 * NUM_BINS - 2 * NUM_BINS + 2 + NUM_BINS
+    )  # spikes + 2 continuous + 2 trial
+    assert out.spike_log_rates.shape == (batch_size, NUM_BINS, num_neurons)
+    assert out.behavior_predictions["wheel_speed"].shape == (batch_size, NUM_BINS)
+    assert out.behavior_predictions["whisker_motion_energy"].shape == (batch_size, NUM_BINS)
+    assert out.behavior_predictions["choice"].shape == (batch_size, 2)
+    assert out.behavior_predictions["block"].shape == (batch_size, 3)
+    assert out.last_hidden_state.shape == (batch_size, num_tokens, 32)
+    assert len(out.hidden_states) == 3 and len(out.attentions) == 2
+    assert out.attentions[0].shape == (batch_size, 4, num_tokens, num_tokens)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(batch_size, 4, num_tokens))
+    assert set(out.modality_losses) == {
+        "spikes",
+        "wheel_speed",
+        "whisker_motion_energy",
+        "choice",
+        "block",
+    }
+    assert out.loss.shape == () and torch.isfinite(out.loss)
+    # padded neurons carry log-rate 0
+    counts = torch.tensor(list(SESSIONS.values()))[batch["session_index"]]
+    for sample, count in enumerate(counts.tolist()):
+        assert torch.all(out.spike_log_rates[sample, :, count:] == 0)
+
+
+def test_spread_trial_tokens_shapes():
+    config = tiny_config(spread_trial_tokens=True)
+    model = NedsForMaskedModeling(config).eval()
+    assert config.num_tokens == 5 * NUM_BINS
+    out = model(**make_batch(config, [0, 1]))
+    assert out.last_hidden_state.shape == (2, 5 * NUM_BINS, 32)
+    assert out.behavior_predictions["choice"].shape == (2, 2)
+    assert NedsConfig().num_tokens == 302 and NedsConfig(spread_trial_tokens=True).num_tokens == 500
+
+
+def test_spike_only_mtm_shapes():
+    config = tiny_mtm_config()
+    model = NedsForMaskedModeling(config).eval()
+    batch = make_batch(config, [0, 1, 2, 0])
+    out = model(**batch)
+    assert config.num_tokens == NUM_BINS + 1  # prompt token + one token per bin
+    assert out.spike_log_rates.shape == (4, NUM_BINS, 9)
+    assert out.behavior_predictions == {}
+    assert set(out.modality_losses) == {"spikes"}
+    with pytest.raises(ValueError, match="prompt_index"):
+        model(**{k: v for k, v in batch.items() if k != "prompt_index"})
+
+
+def test_per_bin_categorical_modality():
+    modalities = [
+        {"name": "spikes", "kind": "spikes"},
+        {"name": "action", "kind": "categorical", "num_classes": 4, "trial_level": False},
+    ]
+    config = tiny_config(modalities=modalities)
+    model = NedsForMaskedModeling(config).eval()
+    batch = make_batch(config, [0, 1])
+    batch["behavior_labels"] = torch.randint(0, 4, (2, NUM_BINS, 1))
+    out = model(**batch)
+    assert out.behavior_predictions["action"].shape == (2, NUM_BINS, 4)
+    assert torch.isfinite(out.modality_losses["action"])
+
+
+def test_causal_attention_ignores_the_future():
+    config = tiny_mtm_config()
+    model = NedsForMaskedModeling(config).eval()
+    batch = make_batch(config, [1, 1])
+    batch["causal_attention"] = torch.tensor([True, True])
+    batch["spike_mask"][:] = False
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["spikes"][:, 8:, :] += 3.0  # change only the future of bin 7
+    before = model(**batch).spike_log_rates
+    after = model(**changed).spike_log_rates
+    torch.testing.assert_close(before[:, :8], after[:, :8], atol=1e-5, rtol=0)
+    assert not torch.allclose(before[:, 8:], after[:, 8:])
+
+
+# ------------------------------------------------------------------------------------------------
+# Invariances and losses
+
+
+def test_batch_composition_invariance(model):
+    batch = make_batch(model.config, [0, 1, 2, 1], seed=3)
+    full = model(**batch)
+    alone = model(**select(batch, [0], num_neurons=5))
+    padded = model(**select(batch, [0], num_neurons=20))
+    for other in (alone, padded):
+        torch.testing.assert_close(
+            other.spike_log_rates[0, :, :5], full.spike_log_rates[0, :, :5], atol=1e-5, rtol=0
+        )
+        for name, value in other.behavior_predictions.items():
+            torch.testing.assert_close(
+                value[0], full.behavior_predictions[name][0], atol=1e-5, rtol=0
+            )
+        torch.testing.assert_close(
+            other.last_hidden_state[0], full.last_hidden_state[0], atol=1e-5, rtol=0
+        )
+
+
+def test_loss_only_on_target_entries(model):
+    batch = make_batch(model.config, [0, 1, 2], seed=4)
+    base = model(**batch)
+    targets = {
+        "spike_targets": batch["spikes"].clone(),
+        "behavior_value_targets": batch["behavior_values"].clone(),
+        "behavior_label_targets": batch["behavior_labels"].clone(),
+    }
+    same = model(**batch, **targets)
+    torch.testing.assert_close(same.loss, base.loss)
+    spike_outside = ~batch["spike_mask"]
+    targets["spike_targets"][spike_outside] += 5.0
+    behavior_outside = ~batch["behavior_mask"][..., :2]
+    targets["behavior_value_targets"][behavior_outside] -= 3.0
+    trial_visible = ~batch["behavior_mask"][:, 0, 2:]  # (B, 2)
+    labels = targets["behavior_label_targets"]
+    for column, classes in enumerate((2, 3)):
+        flip = trial_visible[:, column]
+        labels[flip, :, column] = (labels[flip, :, column] + 1) % classes
+    changed = model(**batch, **targets)
+    torch.testing.assert_close(changed.loss, base.loss, atol=1e-6, rtol=0)
+    # ... and changing a target inside the mask does change it
+    targets["spike_targets"][batch["spike_mask"]] += 1.0
+    assert not torch.isclose(model(**batch, **targets).loss, base.loss)
+
+
+def test_padded_neurons_never_change_loss_or_gradients():
+    torch.manual_seed(1)
+    model = NedsForMaskedModeling(tiny_config())
+    batch = make_batch(model.config, [2, 0], num_neurons=9, seed=5)
+    junk = {k: v.clone() for k, v in batch.items()}
+    junk["spikes"][0, :, 3:] = 1000.0  # session-c has 3 neurons
+    junk["spikes"][1, :, 5:] = -50.0  # session-a has 5 neurons
+    junk["spike_mask"][0, :, 3:] = ~junk["spike_mask"][0, :, 3:]
+
+    def loss_and_grads(inputs):
+        model.zero_grad()
+        loss = model(**inputs).loss
+        loss.backward()
+        return loss.detach(), {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+        }
+
+    loss_a, grads_a = loss_and_grads(batch)
+    loss_b, grads_b = loss_and_grads(junk)
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-6, rtol=0)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def session_rows(model: NedsForMaskedModeling, name: str, session_row: int) -> slice:
+    """Rows of a per-session parameter that belong to one session."""
+    counts = list(model.config.sessions.values())
+    if name.endswith("neuron_weight"):
+        start = sum(counts[:session_row])
+        return slice(start, start + counts[session_row])
+    return slice(session_row, session_row + 1)
+
+
+def test_gradients_reach_used_parameters_and_no_other_session():
+    torch.manual_seed(2)
+    model = NedsForMaskedModeling(tiny_config())
+    batch = make_batch(model.config, [0, 2, 0, 2], seed=6)
+    model(**batch).loss.backward()
+    for name, parameter in model.named_parameters():
+        grad = parameter.grad
+        assert grad is not None, f"{name} got no gradient"
+        if is_session_parameter(name):
+            for row in (0, 2):
+                assert grad[session_rows(model, name, row)].abs().sum() > 0, f"{name} session {row}"
+            assert torch.all(grad[session_rows(model, name, 1)] == 0), f"{name} touched session-b"
+        else:
+            assert grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+def test_session_parameters_are_recognisable(model):
+    names = model.session_parameter_names()
+    assert sorted(names) == sorted(
+        [
+            "neds.spike_stitcher.session_neurons.neuron_weight",
+            "neds.spike_stitcher.session_neurons.session_bias",
+            "neds.session_embedding.weight",
+            "spike_readout.session_neurons.neuron_weight",
+        ]
+    )
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+    torch.manual_seed(3)
+    model = NedsForMaskedModeling(tiny_config())
+    batch = make_batch(model.config, [0, 1, 2, 0, 1, 2], seed=7)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = model(**batch).loss
+        first = loss.item() if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.35 * first, (first, loss.item())
+
+
+def test_train_mode_dropout_is_active_and_eval_is_deterministic():
+    torch.manual_seed(4)
+    model = NedsForMaskedModeling(
+        tiny_config(attention_dropout=0.4, hidden_dropout=0.1, embedding_dropout=0.1)
+    )
+    batch = make_batch(model.config, [0, 1], seed=8)
+    model.train()
+    assert not torch.equal(model(**batch).spike_log_rates, model(**batch).spike_log_rates)
+    model.eval()
+    assert torch.equal(model(**batch).spike_log_rates, model(**batch).spike_log_rates)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sessions
+
+
+def test_add_sessions_then_a_step_changes_only_new_and_shared_parameters():
+    torch.manual_seed(5)
+    model = NedsForMaskedModeling(tiny_config())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    new_ids = model.add_sessions({"session-new": 6})
+    assert new_ids == ["session-new"] and model.config.sessions["session-new"] == 6
+    after_add = dict(model.named_parameters())
+    for name, old in before.items():  # nothing changed by adding
+        value = after_add[name].detach()
+        torch.testing.assert_close(value[: old.shape[0]], old, msg=name)
+    assert after_add["neds.session_embedding.weight"].shape[0] == 4
+    assert after_add["neds.spike_stitcher.session_neurons.neuron_weight"].shape[0] == 17 + 6
+
+    no_decay = [p for n, p in model.named_parameters() if is_session_parameter(n)]
+    decay = [p for n, p in model.named_parameters() if not is_session_parameter(n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-2,
+    )
+    batch = make_batch(model.config, [3, 3], seed=9)
+    model.train()
+    model(**batch).loss.backward()
+    optimizer.step()
+    for name, parameter in model.named_parameters():
+        old = before[name]
+        if is_session_parameter(name):
+            torch.testing.assert_close(
+                parameter[: old.shape[0]].detach(),
+                old,
+                atol=0,
+                rtol=0,
+                msg=f"{name}: rows of old sessions changed",
+            )
+            assert not torch.equal(
+                parameter[old.shape[0] :].detach(), parameter[old.shape[0] :].detach() * 0
+            ), name
+        else:
+            assert not torch.equal(parameter.detach(), old), f"shared {name} did not change"
+
+
+def test_add_sessions_rejects_known_and_bad_sessions(model):
+    with pytest.raises(ValueError, match=r"already known.*session-a"):
+        model.add_sessions({"session-a": 5})
+    with pytest.raises(ValueError, match="positive integer"):
+        model.add_sessions({"session-z": 0})
+
+
+def test_keep_and_remove_sessions_keep_rows():
+    torch.manual_seed(6)
+    model = NedsForMaskedModeling(tiny_config()).eval()
+    batch = make_batch(model.config, [2, 2], seed=10)
+    reference = model(**batch).spike_log_rates
+    model.keep_sessions(["session-c"])
+    assert model.config.session_ids == ["session-c"]
+    batch["session_index"] = torch.tensor([0, 0])
+    torch.testing.assert_close(model(**batch).spike_log_rates, reference, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"unknown.*session-a"):
+        model.remove_sessions(["session-a"])
+
+
+def test_loading_with_other_sessions_is_a_clear_error(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    other = tiny_config(sessions={"session-a": 5, "session-x": 4})
+    with pytest.raises(
+        ValueError,
+        match=r"unknown to the checkpoint \['session-x'\].*"
+        r"missing from the config \['session-b', 'session-c'\]",
+    ):
+        NedsForMaskedModeling.from_pretrained(tmp_path, config=other)
+    fresh = NedsForMaskedModeling(other)
+    with pytest.raises(ValueError, match="another set of sessions"):
+        fresh.load_state_dict(model.state_dict())
+    # the explicit way: load as saved, then change the sessions
+    loaded = NedsForMaskedModeling.from_pretrained(tmp_path)
+    loaded.keep_sessions(["session-a"])
+    loaded.add_sessions({"session-x": 4})
+    assert loaded.config.sessions == other.sessions
+
+
+def test_unknown_session_index_and_too_few_neurons_are_clear_errors(model):
+    batch = make_batch(model.config, [0, 1])
+    with pytest.raises(ValueError, match=r"session_index must lie in \[0, 3\)"):
+        model(**{**batch, "session_index": torch.tensor([0, 5])})
+    with pytest.raises(ValueError, match="9 neurons"):
+        model(**select(batch, [0, 1], num_neurons=6))
+    with pytest.raises(ValueError, match="no sessions yet"):
+        NedsForMaskedModeling(tiny_config(sessions={}))(**batch)
+
+
+# ------------------------------------------------------------------------------------------------
+# Saving, loading, Auto classes
+
+
+def test_save_load_round_trip(tmp_path, model):
+    batch = make_batch(model.config, [0, 1, 2], seed=11)
+    expected = model(**batch)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert {"configuration_neds.py", "modeling_neds.py", "config.json"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "neds" and saved["sessions"] == [
+        [k, v] for k, v in SESSIONS.items()
+    ]
+    assert saved["auto_map"]["AutoModel"] == "modeling_neds.NedsModel"
+    for loader in (NedsForMaskedModeling.from_pretrained, AutoModelForMaskedLM.from_pretrained):
+        loaded = loader(tmp_path)
+        assert isinstance(loaded, NedsForMaskedModeling) and not loaded.training
+        out = loaded(**batch)
+        assert torch.equal(out.spike_log_rates, expected.spike_log_rates)
+        for name in expected.behavior_predictions:
+            assert torch.equal(out.behavior_predictions[name], expected.behavior_predictions[name])
+    backbone = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(backbone, NedsModel)
+    torch.testing.assert_close(
+        backbone(
+            **{
+                k: batch[k]
+                for k in (
+                    "spikes",
+                    "session_index",
+                    "behavior_values",
+                    "behavior_labels",
+                    "spike_mask",
+                    "behavior_mask",
+                )
+            }
+        ).last_hidden_state,
+        expected.last_hidden_state,
+    )
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), NedsConfig)
+
+
+def test_trust_remote_code_load_without_neds_hf(tmp_path, model):
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    batch = make_batch(model.config, [1, 0], seed=12)
+    torch.save(batch, tmp_path / "batch.pt")
+    torch.save(model(**batch).spike_log_rates, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from transformers import AutoModelForMaskedLM
+        model = AutoModelForMaskedLM.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        assert "neds_hf" not in sys.modules, "neds_hf was imported"
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        out = model(**torch.load({str(tmp_path / "batch.pt")!r})).spike_log_rates
+        assert torch.equal(out, torch.load({str(tmp_path / "expected.pt")!r}))
+        print("REMOTE-CODE-OK")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    # run from an empty directory with neds_hf removed from the import path
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nsys.path[:] = [p for p in sys.path if 'neds_hf' not in p and "
+        f"not p.endswith('src') and p != {str(Path(__file__).resolve().parents[1])!r}]\n"
+        "import importlib.abc\n"
+        "class _Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'neds_hf' or name.startswith('neds_hf.'):\n"
+        "            raise ImportError('neds_hf is blocked in this process')\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
+    env["PYTHONPATH"] = str(blocker)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=blocker,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE-CODE-OK" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Export, mixed precision, convenience
+
+
+def test_torch_export_matches_eager(model):
+    batch = make_batch(model.config, [0, 1], seed=13)
+    names = (
+        "spikes",
+        "session_index",
+        "behavior_values",
+        "behavior_labels",
+        "spike_mask",
+        "behavior_mask",
+    )
+    args = tuple(batch[name] for name in names)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(
+            self, spikes, session_index, behavior_values, behavior_labels, spike_mask, behavior_mask
+        ):
+            out = self.inner(
+                spikes, session_index, behavior_values, behavior_labels, spike_mask, behavior_mask
+            )
+            return out.spike_log_rates, out.behavior_predictions["choice"], out.loss
+
+    exported = torch.export.export(Wrapper(model), args)
+    eager = Wrapper(model)(*args)
+    for got, want in zip(exported.module()(*args), eager):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast_forward_on_cpu(model):
+    batch = make_batch(model.config, [0, 1, 2], seed=14)
+    reference = model(**batch)
+    seen = []
+    hook = model.neds.layers[0].attention.qkv_proj.register_forward_hook(
+        lambda module, inputs, output: seen.append(output.dtype)
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**batch)
+    hook.remove()
+    assert seen == [torch.bfloat16]
+    assert torch.isfinite(out.loss)
+    torch.testing.assert_close(
+        out.spike_log_rates.float(), reference.spike_log_rates, atol=0.1, rtol=0.1
+    )
+
+
+def test_dummy_inputs_are_a_valid_batch(model):
+    inputs = model.dummy_inputs
+    out = model(**inputs)
+    assert torch.isfinite(out.loss)
+    mtm = NedsForMaskedModeling(tiny_mtm_config())
+    assert torch.isfinite(mtm(**mtm.dummy_inputs).loss)
+    assert make_dummy_inputs(model.config, batch_size=5)["spikes"].shape[0] == 5
+
+
+def test_predict_neural_activity_and_behavior(model):
+    batch = make_batch(model.config, [0, 2], seed=15)
+    model.train()
+    rates = model.predict_neural_activity(
+        batch["session_index"], batch["behavior_values"], batch["behavior_labels"]
+    )
+    assert model.training  # mode restored
+    model.eval()
+    assert (
+        rates.shape == (2, NUM_BINS, 5)
+        and torch.all(rates[1, :, 3:] == 0)
+        and torch.all(rates[0] > 0)
+    )
+    manual = model(
+        batch["spikes"][:, :, :5] * 0,
+        batch["session_index"],
+        batch["behavior_values"],
+        batch["behavior_labels"],
+        spike_mask=torch.ones(2, NUM_BINS, 5, dtype=torch.bool),
+        behavior_mask=torch.zeros(2, NUM_BINS, 4, dtype=torch.bool),
+    )
+    torch.testing.assert_close(rates[0], manual.spike_log_rates[0].exp())
+    only_wheel = model.predict_neural_activity(
+        batch["session_index"],
+        batch["behavior_values"],
+        batch["behavior_labels"],
+        visible_behaviors=["wheel_speed"],
+    )
+    assert not torch.allclose(only_wheel, rates)
+    decoded = model.predict_behavior(batch["spikes"], batch["session_index"])
+    assert decoded["wheel_speed"].shape == (2, NUM_BINS)
+    torch.testing.assert_close(decoded["choice"].sum(-1), torch.ones(2))
+    with pytest.raises(ValueError, match="unknown modalities"):
+        model.predict_neural_activity(batch["session_index"], visible_behaviors=["pupil"])
