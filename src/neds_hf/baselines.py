@@ -1,0 +1,433 @@
+"""Simple linear baselines for encoding and decoding (numpy / scikit-learn).
+
+They follow the NEDS linear baselines: a reduced-rank (or ridge) encoder from standardised
+behaviours to Gaussian-smoothed spike counts with predictions clipped at 1e-3 before bits per
+spike, a ridge decoder per time bin for continuous behaviours and a cross-validated logistic
+decoder on flattened trial activity for categorical ones.
+
+Array conventions: spikes ``(trials, T, N)`` counts, continuous behaviours ``(trials, T)`` or
+``(trials, T, B)``, trial labels ``(trials,)`` or ``(trials, L)`` integer codes (e.g. choice,
+block). Everything is deterministic.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "LinearEncoder",
+    "LogisticDecoder",
+    "RidgeDecoder",
+    "fit_linear_encoder",
+    "fit_logistic_decoder",
+    "fit_ridge_decoder",
+]
+
+#: Regularisation grid of the NEDS linear baselines (ridge alpha and logistic C).
+DEFAULT_ALPHAS = np.logspace(-4, 4, 9)
+
+
+def _float_array(values: Any, name: str, ndim: tuple[int, ...]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim not in ndim:
+        raise ValueError(
+            f"`{name}` must have {' or '.join(map(str, ndim))} dimensions, got {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"`{name}` contains NaN or inf")
+    return array
+
+
+def _continuous_3d(continuous_behaviours: Any) -> np.ndarray:
+    array = _float_array(continuous_behaviours, "continuous_behaviours", (2, 3))
+    return array[..., None] if array.ndim == 2 else array  # (trials, T, B)
+
+
+def _labels_2d(trial_labels: Any | None, num_trials: int) -> np.ndarray | None:
+    if trial_labels is None:
+        return None
+    labels = np.asarray(trial_labels)
+    labels = labels[:, None] if labels.ndim == 1 else labels  # (trials, L)
+    if labels.ndim != 2 or labels.shape[0] != num_trials:
+        raise ValueError(
+            f"`trial_labels` must be (trials,) or (trials, L) with trials={num_trials}, "
+            f"got shape {labels.shape}"
+        )
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearEncoder:
+    """A fitted linear encoder: behaviours -> spike rates ``(trials, T, N)``.
+
+    Built by :func:`fit_linear_encoder`. The design matrix of a trial's bin concatenates the
+    standardised continuous behaviours of that bin, one-hot codes of the trial labels
+    (broadcast over bins) and, with ``include_time``, a one-hot of the bin index (which lets
+    the encoder capture the trial-averaged response).
+    """
+
+    coefficients: np.ndarray  # (P, N)
+    intercept: np.ndarray  # (N,)
+    feature_mean: np.ndarray  # (B,)
+    feature_scale: np.ndarray  # (B,)
+    label_categories: list[np.ndarray]  # one array of categories per label column
+    num_bins: int
+    include_time: bool
+    min_rate: float
+    method: str
+    rank: int | None
+    alpha: float
+
+    def design_matrix(
+        self, continuous_behaviours: Any, trial_labels: Any | None = None
+    ) -> np.ndarray:
+        """Design matrix ``(trials * T, P)`` for the given trials."""
+        behaviours = _continuous_3d(continuous_behaviours)  # (trials, T, B)
+        num_trials, num_bins, num_features = behaviours.shape
+        if num_features != self.feature_mean.shape[0]:
+            raise ValueError(
+                f"encoder was fitted on {self.feature_mean.shape[0]} continuous behaviours, "
+                f"got {num_features}"
+            )
+        if num_bins != self.num_bins:
+            raise ValueError(
+                f"encoder was fitted on {self.num_bins} bins per trial, got {num_bins}"
+            )
+        blocks = [((behaviours - self.feature_mean) / self.feature_scale).reshape(-1, num_features)]
+        labels = _labels_2d(trial_labels, num_trials)
+        if (labels is None) != (not self.label_categories):
+            raise ValueError(
+                f"encoder was fitted with {len(self.label_categories)} trial-label columns; "
+                f"got {'none' if labels is None else labels.shape[1]}"
+            )
+        if labels is not None:
+            if labels.shape[1] != len(self.label_categories):
+                raise ValueError(
+                    f"encoder was fitted with {len(self.label_categories)} trial-label columns, "
+                    f"got {labels.shape[1]}"
+                )
+            for column, categories in enumerate(self.label_categories):
+                unseen = np.setdiff1d(labels[:, column], categories)
+                if unseen.size:
+                    raise ValueError(
+                        f"trial-label column {column} has values {unseen.tolist()} that were not "
+                        f"in the training trials (seen: {categories.tolist()})"
+                    )
+                one_hot = (labels[:, column, None] == categories[None, :]).astype(np.float64)
+                blocks.append(np.repeat(one_hot, num_bins, axis=0))  # (trials * T, C)
+        if self.include_time:
+            blocks.append(np.tile(np.eye(num_bins), (num_trials, 1)))  # (trials * T, T)
+        return np.concatenate(blocks, axis=1)
+
+    def predict_rates(
+        self, continuous_behaviours: Any, trial_labels: Any | None = None
+    ) -> np.ndarray:
+        """Predicted spike rates ``(trials, T, N)``, clipped below at ``min_rate``."""
+        design = self.design_matrix(continuous_behaviours, trial_labels)  # (trials * T, P)
+        rates = design @ self.coefficients + self.intercept  # (trials * T, N)
+        rates = np.clip(rates, self.min_rate, None)
+        return rates.reshape(-1, self.num_bins, self.intercept.shape[0])
+
+
+def _reduced_rank_ridge(
+    design: np.ndarray, targets: np.ndarray, rank: int, l2: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduced-rank ridge regression: ridge fit projected on the top ``rank`` components.
+
+    ``design`` (S, P) and ``targets`` (S, N) are centred internally; returns
+    ``(coefficients (P, N), intercept (N,))``.
+    """
+    design_mean = design.mean(axis=0)  # (P,)
+    target_mean = targets.mean(axis=0)  # (N,)
+    centred_design = design - design_mean
+    centred_targets = targets - target_mean
+    gram = centred_design.T @ centred_design + l2 * np.eye(design.shape[1])  # (P, P)
+    ridge_coefficients = np.linalg.solve(gram, centred_design.T @ centred_targets)  # (P, N)
+    fitted = centred_design @ ridge_coefficients  # (S, N)
+    _, _, right_vectors = np.linalg.svd(fitted, full_matrices=False)  # (min(S, N), N)
+    projection = right_vectors[:rank].T @ right_vectors[:rank]  # (N, N)
+    coefficients = ridge_coefficients @ projection  # (P, N)
+    intercept = target_mean - design_mean @ coefficients  # (N,)
+    return coefficients, intercept
+
+
+def fit_linear_encoder(
+    continuous_behaviours: Any,
+    spike_counts: Any,
+    *,
+    trial_labels: Any | None = None,
+    method: Literal["rrr", "ridge"] = "rrr",
+    rank: int = 3,
+    l2: float = 100.0,
+    alphas: Any = DEFAULT_ALPHAS,
+    smooth_sigma: float | None = 2.0,
+    include_time: bool = True,
+    min_rate: float = 1e-3,
+) -> LinearEncoder:
+    """Fit a linear encoder from behaviours to spike counts.
+
+    Args:
+        continuous_behaviours: ``(trials, T)`` or ``(trials, T, B)`` per-bin behaviours
+            (standardised with the training mean and standard deviation; a constant feature
+            keeps scale 1).
+        spike_counts: ``(trials, T, N)`` spike counts.
+        trial_labels: optional ``(trials,)`` or ``(trials, L)`` categorical labels (e.g. choice,
+            block), one-hot encoded and broadcast over bins.
+        method: ``"rrr"`` (reduced-rank ridge regression with ``rank`` and ``l2``) or
+            ``"ridge"`` (``RidgeCV`` over ``alphas``, one alpha shared by all neurons).
+        rank: rank of the RRR coefficient matrix.
+        l2: ridge penalty of the RRR fit.
+        alphas: ridge grid for ``method="ridge"``.
+        smooth_sigma: Gaussian smoothing (in bins, along time) of the target counts; None or
+            0 for raw counts.
+        include_time: add a one-hot of the bin index to the design.
+        min_rate: predictions are clipped below at this rate.
+    """
+    behaviours = _continuous_3d(continuous_behaviours)  # (trials, T, B)
+    counts = _float_array(spike_counts, "spike_counts", (3,))  # (trials, T, N)
+    if counts.shape[:2] != behaviours.shape[:2]:
+        raise ValueError(
+            f"spike_counts (trials, T) = {counts.shape[:2]} does not match continuous_behaviours "
+            f"{behaviours.shape[:2]}"
+        )
+    if method not in ("rrr", "ridge"):
+        raise ValueError(f"method must be 'rrr' or 'ridge', got {method!r}")
+    num_trials, num_bins, num_neurons = counts.shape
+    if method == "rrr" and not 1 <= rank <= num_neurons:
+        raise ValueError(
+            f"rank must be between 1 and the number of neurons ({num_neurons}), got {rank}"
+        )
+
+    feature_mean = behaviours.reshape(-1, behaviours.shape[-1]).mean(axis=0)  # (B,)
+    feature_scale = behaviours.reshape(-1, behaviours.shape[-1]).std(axis=0)  # (B,)
+    feature_scale = np.where(feature_scale > 0, feature_scale, 1.0)
+    labels = _labels_2d(trial_labels, num_trials)
+    label_categories = [] if labels is None else [np.unique(column) for column in labels.T]
+
+    encoder = LinearEncoder(
+        coefficients=np.zeros((0, num_neurons)),
+        intercept=np.zeros(num_neurons),
+        feature_mean=feature_mean,
+        feature_scale=feature_scale,
+        label_categories=label_categories,
+        num_bins=num_bins,
+        include_time=include_time,
+        min_rate=min_rate,
+        method=method,
+        rank=rank if method == "rrr" else None,
+        alpha=float(l2),
+    )
+    design = encoder.design_matrix(behaviours, labels)  # (trials * T, P)
+    targets = counts
+    if smooth_sigma:
+        targets = gaussian_filter1d(counts, sigma=smooth_sigma, axis=1)  # (trials, T, N)
+    targets = targets.reshape(-1, num_neurons)  # (trials * T, N)
+
+    if method == "rrr":
+        encoder.coefficients, encoder.intercept = _reduced_rank_ridge(design, targets, rank, l2)
+    else:
+        ridge = RidgeCV(alphas=np.asarray(alphas, dtype=np.float64)).fit(design, targets)
+        encoder.coefficients = ridge.coef_.T.copy()  # (P, N)
+        encoder.intercept = np.asarray(ridge.intercept_, dtype=np.float64)
+        encoder.alpha = float(ridge.alpha_)
+    return encoder
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def _context_features(spike_counts: np.ndarray, context_bins: int) -> np.ndarray:
+    """Counts of bins ``t - c .. t + c`` stacked per bin: ``(trials, T, (2c + 1) * N)``."""
+    if context_bins == 0:
+        return spike_counts
+    num_bins = spike_counts.shape[1]
+    padded = np.pad(spike_counts, ((0, 0), (context_bins, context_bins), (0, 0)), mode="edge")
+    shifted = [padded[:, offset : offset + num_bins] for offset in range(2 * context_bins + 1)]
+    return np.concatenate(shifted, axis=-1)
+
+
+@dataclass
+class RidgeDecoder:
+    """Ridge decoders of a continuous behaviour, one per time bin.
+
+    Built by :func:`fit_ridge_decoder`.
+    """
+
+    models: list[Pipeline]  # one per time bin
+    context_bins: int
+    num_neurons: int
+
+    @property
+    def alphas(self) -> np.ndarray:
+        """Selected ridge alpha of each bin ``(T,)``."""
+        return np.array([model[-1].alpha_ for model in self.models])
+
+    def predict(self, spike_counts: Any) -> np.ndarray:
+        """Decoded behaviour ``(trials, T)`` from spike counts ``(trials, T, N)``."""
+        counts = _float_array(spike_counts, "spike_counts", (3,))
+        if counts.shape[1:] != (len(self.models), self.num_neurons):
+            raise ValueError(
+                f"decoder expects spike_counts (trials, {len(self.models)}, {self.num_neurons}), "
+                f"got {counts.shape}"
+            )
+        features = _context_features(counts, self.context_bins)  # (trials, T, F)
+        return np.stack(
+            [model.predict(features[:, bin_index]) for bin_index, model in enumerate(self.models)],
+            axis=1,
+        )
+
+
+def fit_ridge_decoder(
+    spike_counts: Any,
+    behaviour: Any,
+    *,
+    alphas: Any = DEFAULT_ALPHAS,
+    context_bins: int = 0,
+) -> RidgeDecoder:
+    """Fit one standardised ``RidgeCV`` per time bin from spike counts to a behaviour.
+
+    Args:
+        spike_counts: ``(trials, T, N)`` counts.
+        behaviour: ``(trials, T)`` continuous behaviour (e.g. wheel speed).
+        alphas: ridge grid (leave-one-out selection per bin).
+        context_bins: also use the counts of this many neighbouring bins on each side.
+    """
+    counts = _float_array(spike_counts, "spike_counts", (3,))  # (trials, T, N)
+    targets = _float_array(behaviour, "behaviour", (2,))  # (trials, T)
+    if targets.shape != counts.shape[:2]:
+        raise ValueError(
+            f"behaviour shape {targets.shape} does not match spike_counts {counts.shape[:2]}"
+        )
+    if context_bins < 0:
+        raise ValueError(f"context_bins must be >= 0, got {context_bins}")
+    features = _context_features(counts, context_bins)  # (trials, T, F)
+    grid = np.asarray(alphas, dtype=np.float64)
+    models = [
+        make_pipeline(StandardScaler(), RidgeCV(alphas=grid)).fit(
+            features[:, bin_index], targets[:, bin_index]
+        )
+        for bin_index in range(counts.shape[1])
+    ]
+    return RidgeDecoder(models=models, context_bins=context_bins, num_neurons=counts.shape[2])
+
+
+@dataclass
+class LogisticDecoder:
+    """Logistic decoder of a trial label from flattened trial activity.
+
+    Built by :func:`fit_logistic_decoder`.
+    """
+
+    model: Pipeline
+    num_bins: int
+    num_neurons: int
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Class labels in the column order of :meth:`predict_proba`."""
+        return self.model[-1].classes_
+
+    def _features(self, spike_counts: Any) -> np.ndarray:
+        counts = _float_array(spike_counts, "spike_counts", (3,))
+        if counts.shape[1:] != (self.num_bins, self.num_neurons):
+            raise ValueError(
+                f"decoder expects spike_counts (trials, {self.num_bins}, {self.num_neurons}), "
+                f"got {counts.shape}"
+            )
+        return counts.reshape(counts.shape[0], -1)  # (trials, T * N)
+
+    def predict(self, spike_counts: Any) -> np.ndarray:
+        """Predicted label per trial ``(trials,)``."""
+        return self.model.predict(self._features(spike_counts))
+
+    def predict_proba(self, spike_counts: Any) -> np.ndarray:
+        """Class probabilities ``(trials, C)`` in the order of :attr:`classes`."""
+        return self.model.predict_proba(self._features(spike_counts))
+
+
+def _logistic_cv_version_kwargs() -> dict[str, Any]:
+    """Arguments that pin today's behaviour on scikit-learn versions that change defaults.
+
+    From scikit-learn 1.8 ``LogisticRegressionCV`` warns that the defaults of ``l1_ratios``
+    and ``use_legacy_attributes`` will change; an L2 penalty (``l1_ratios=(0.0,)``) is what
+    this decoder uses on every version.
+    """
+    parameters = inspect.signature(LogisticRegressionCV).parameters
+    if "use_legacy_attributes" not in parameters:
+        return {}
+    return {"l1_ratios": (0.0,), "use_legacy_attributes": False}
+
+
+def fit_logistic_decoder(
+    spike_counts: Any,
+    labels: Any,
+    *,
+    Cs: Any = DEFAULT_ALPHAS,
+    cv: int = 5,
+    seed: int = 0,
+    max_iter: int = 2000,
+) -> LogisticDecoder:
+    """Fit a standardised ``LogisticRegressionCV`` on flattened trial activity ``(trials, T * N)``.
+
+    Args:
+        spike_counts: ``(trials, T, N)`` counts.
+        labels: ``(trials,)`` categorical labels (e.g. choice, block).
+        Cs: inverse-regularisation grid.
+        cv: number of stratified folds (shuffled with ``seed``) used to choose C. When the
+            rarest class has fewer trials, the number of folds is lowered to its count and a
+            warning is logged.
+        seed: fold shuffling seed.
+        max_iter: solver iterations.
+    """
+    counts = _float_array(spike_counts, "spike_counts", (3,))  # (trials, T, N)
+    targets = np.asarray(labels).reshape(-1)
+    if targets.shape[0] != counts.shape[0]:
+        raise ValueError(f"{targets.shape[0]} labels for {counts.shape[0]} trials")
+    classes, class_counts = np.unique(targets, return_counts=True)
+    if classes.size < 2:
+        raise ValueError(f"labels must contain at least 2 classes, got {classes.tolist()}")
+    folds = min(cv, int(class_counts.min()))
+    if folds < 2:
+        raise ValueError(
+            f"every class needs at least 2 trials for cross-validation; counts: "
+            f"{dict(zip(classes.tolist(), class_counts.tolist()))}"
+        )
+    if folds < cv:
+        logger.warning(
+            "fit_logistic_decoder: rarest class has %d trials, using %d folds instead of %d",
+            class_counts.min(),
+            folds,
+            cv,
+        )
+    model = make_pipeline(
+        StandardScaler(),
+        LogisticRegressionCV(
+            Cs=np.asarray(Cs, dtype=np.float64),
+            cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
+            scoring="accuracy",  # C chosen by accuracy, as in the NEDS baseline
+            max_iter=max_iter,
+            **_logistic_cv_version_kwargs(),
+        ),
+    )
+    model.fit(counts.reshape(counts.shape[0], -1), targets)
+    return LogisticDecoder(model=model, num_bins=counts.shape[1], num_neurons=counts.shape[2])
