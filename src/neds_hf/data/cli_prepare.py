@@ -1,0 +1,174 @@
+"""The ``neds-hf prepare-data`` command: build the NEDS dataset from ONE (online or a local cache).
+
+``add_prepare_data_arguments`` fills an ``argparse`` (sub)parser and ``run_prepare_data``
+executes the parsed arguments; :mod:`neds_hf.cli` wires them into the ``neds-hf`` entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .dataset import BUILD_REPORT_FILE, build_dataset
+from .errors import CorruptedFileError, SessionNotFoundError
+from .preprocess import PreprocessingConfig
+
+#: Public IBL session-id lists shipped with the package (``src/neds_hf/data/eids/<name>_eids.txt``).
+PACKAGED_EID_LISTS = ("repeated_site", "neds_pretrain", "neds_heldout")
+EIDS_DIR = Path(__file__).resolve().parent / "eids"
+
+
+def packaged_eids_file(name: str) -> Path:
+    """Path of a shipped eid list: ``repeated_site`` (83 ids), ``neds_pretrain`` (74) or
+    ``neds_heldout`` (10)."""
+    if name not in PACKAGED_EID_LISTS:
+        raise ValueError(f"unknown eid list {name!r}; shipped lists: {PACKAGED_EID_LISTS}")
+    return EIDS_DIR / f"{name}_eids.txt"
+
+
+def packaged_eids(name: str) -> list[str]:
+    """Session ids of a shipped eid list (see :func:`packaged_eids_file`)."""
+    return read_eids_file(packaged_eids_file(name))
+
+
+def add_prepare_data_arguments(
+    parser: argparse.ArgumentParser, eids_required: bool = True
+) -> argparse.ArgumentParser:
+    """Add the ``prepare-data`` options to ``parser`` and return it.
+
+    With ``eids_required=False`` none of ``--eids`` / ``--eids-file`` / ``--tag`` is needed
+    (the caller supplies a default list).
+    """
+    parser.add_argument("--cache-dir", required=True, help="ONE cache directory")
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="use the public IBL server (downloads into --cache-dir); default: offline cache",
+    )
+    selection = parser.add_mutually_exclusive_group(required=eids_required)
+    selection.add_argument("--eids", nargs="+", metavar="ID", help="session ids")
+    selection.add_argument("--eids-file", metavar="F", help="text file, one session id per line")
+    selection.add_argument("--tag", metavar="TAG", help="IBL release tag (needs --online)")
+    parser.add_argument("--output", required=True, help="output dataset directory")
+    defaults = PreprocessingConfig()
+    parser.add_argument(
+        "--min-firing-rate",
+        type=float,
+        default=defaults.min_firing_rate,
+        metavar="HZ",
+        help=f"keep neurons firing above this rate (default {defaults.min_firing_rate})",
+    )
+    parser.add_argument(
+        "--bin-size",
+        type=float,
+        default=defaults.bin_size,
+        metavar="S",
+        help=f"bin width in seconds (default {defaults.bin_size})",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        default=list(defaults.window),
+        metavar=("START", "END"),
+        help=f"window around the alignment event in seconds (default {defaults.window})",
+    )
+    parser.add_argument("--num-proc", type=int, default=1, metavar="N", help="worker processes")
+    parser.add_argument("--revision", default=None, help="ONE dataset revision to load")
+    parser.add_argument(
+        "--qc-only", action="store_true", help="keep only clusters with qc_label == 1"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset already in --output"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def read_eids_file(path: str | Path) -> list[str]:
+    """Session ids from a text file: one per line; blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"eids file {path} does not exist")
+    eids = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            eids.append(line)
+    if not eids:
+        raise ValueError(f"eids file {path} lists no session id")
+    return eids
+
+
+def eids_for_tag(tag: str, cache_dir: str, online: bool) -> list[str]:
+    """Session ids of an IBL release tag; needs the public server (Alyx), i.e. ``online``."""
+    if not online:
+        raise ValueError(
+            f"--tag {tag} needs the IBL server (Alyx) to look the tag up: add --online, or list "
+            "the sessions with --eids / --eids-file for an offline cache"
+        )
+    from .ibl import make_one
+
+    one = make_one(cache_dir, online=True)
+    sessions = one.alyx.rest("sessions", "list", tag=tag)
+    eids = [str(session["id"]) for session in sessions]
+    if not eids:
+        raise ValueError(f"no session carries the tag {tag!r}")
+    return eids
+
+
+def run_prepare_data(args: argparse.Namespace) -> int:
+    """Run ``prepare-data``; returns the process exit code (0 = at least one session built)."""
+    try:
+        if args.eids:
+            eids = list(args.eids)
+        elif args.eids_file:
+            eids = read_eids_file(args.eids_file)
+        elif args.tag:
+            eids = eids_for_tag(args.tag, args.cache_dir, args.online)
+        else:
+            raise ValueError("give the sessions with --eids, --eids-file or --tag")
+        config = PreprocessingConfig(
+            window=tuple(args.window),
+            bin_size=args.bin_size,
+            min_firing_rate=args.min_firing_rate,
+            qc_only=args.qc_only,
+        )
+        report = build_dataset(
+            args.cache_dir,
+            eids,
+            args.output,
+            config=config,
+            num_proc=args.num_proc,
+            online=args.online,
+            revision=args.revision,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+        )
+    except (SessionNotFoundError, CorruptedFileError, FileNotFoundError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    skipped = report.skipped
+    print(
+        f"built {len(report.built_session_ids)} session(s) into {args.output}"
+        + (f"; skipped {len(skipped)}: {json.dumps(skipped)}" if skipped else "")
+        + f"; see {Path(args.output) / BUILD_REPORT_FILE}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m neds_hf.data.cli_prepare``)."""
+    parser = add_prepare_data_arguments(
+        argparse.ArgumentParser(prog="neds-hf prepare-data", description=__doc__)
+    )
+    return run_prepare_data(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,695 @@
+"""Exact, configurable preprocessing of one IBL session into trial-aligned, binned arrays.
+
+A :class:`~neds_hf.data.raw.RawSession` (spike times, clusters, trials table, wheel, whisker
+motion energy) becomes a :class:`PreprocessedSession`: per kept trial, spike counts
+``[N, T]`` (neuron-major), wheel speed and whisker motion energy ``[T]`` on the same bins,
+categorical behaviours, a train/validation/test label, plus the kept-neurons table, the
+sessions-table row and a report of everything excluded.
+
+Conventions (all recorded in :class:`PreprocessingConfig` and therefore in the dataset):
+
+* Trial exclusion (IBL / NEDS query): a trial is dropped when any of stimOn / choice /
+  feedback / probabilityLeft / firstMovement / feedbackType (and the alignment event) is NaN
+  (``"nan_field"``), when ``choice == 0`` (``"no_choice"``), when the reaction time
+  ``firstMovement - stimOn`` is below ``min_rt`` (``"rt_negative"``) or above ``max_rt``
+  (``"rt_too_long"``), or when ``feedback - goCue`` exceeds ``max_trial_duration``
+  (``"trial_too_long"``). A trial whose window is not entirely covered by the wheel or the
+  motion-energy recording is dropped as ``"behavior_out_of_range"`` (behaviour is never
+  extrapolated), and one whose sampled behaviour contains NaN as ``"behavior_nan"``.
+  Each excluded trial is counted once, under the first reason in :data:`EXCLUSION_REASONS`
+  order; the number of trials satisfying each reason (overlaps included) is reported too.
+* Bins: ``T = round((end - start) / bin_size)``; with ``t0 = align + start`` bin ``k`` counts
+  the spikes with ``t0 + k*dt <= t < t0 + (k+1)*dt`` (edges evaluated in float64 exactly as
+  written, so spikes lying on an edge go to the later bin).
+* Neurons: kept when their mean firing rate over the kept trials' windows is strictly greater
+  than ``min_firing_rate`` (and, with ``qc_only``, when ``qc_label == 1``).
+* Wheel speed: ``|d/dt lowpass(position)|`` with the position linearly interpolated to a
+  uniform ``wheel_fs`` grid, a zero-phase Butterworth low-pass (``sosfiltfilt``) and a
+  second-order central difference (``numpy.gradient``), in rad/s.
+* Behaviours are sampled per bin by linear interpolation at the bin centre
+  (``behavior_sampling="center"``) or at its right edge (``"right_edge"``, as the NEDS
+  reference code did). They are stored in physical units.
+* ``choice``: ALF -1 -> 0 (right), +1 -> 1 (left). ``block``: probabilityLeft 0.2 / 0.5 / 0.8
+  -> 0 / 1 / 2. ``reward``: 1 when ``feedbackType == 1`` (rewarded), else 0. ``contrast``:
+  signed, ``contrastRight - contrastLeft`` with NaN (no stimulus on that side) read as 0, so
+  positive = stimulus on the right.
+* Split: 70/10/20 by trial with a generator seeded from ``(split_seed, sha256(session_id))``,
+  so a session's split never depends on the other sessions processed.
+* Normalisation constants (mean, std, min, max) of each continuous behaviour are computed on
+  the train split only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.signal import butter, sosfiltfilt
+
+from .raw import TRIAL_COLUMNS, RawSession
+
+#: Trial exclusion reasons, in precedence order (an excluded trial is counted under the first).
+EXCLUSION_REASONS = (
+    "nan_field",
+    "no_choice",
+    "rt_negative",
+    "rt_too_long",
+    "trial_too_long",
+    "behavior_out_of_range",
+    "behavior_nan",
+)
+
+#: Trials fields whose NaN excludes a trial (``"nan_field"``), besides the alignment event.
+NAN_CHECKED_FIELDS = (
+    "stimOn_times",
+    "choice",
+    "feedback_times",
+    "probabilityLeft",
+    "firstMovement_times",
+    "feedbackType",
+)
+
+#: Names of the splits, in the order of :attr:`PreprocessingConfig.split_fractions`.
+SPLITS = ("train", "validation", "test")
+
+#: Continuous behaviours produced per bin, in physical units.
+CONTINUOUS_BEHAVIORS = ("wheel_speed", "whisker_motion_energy")
+
+#: probabilityLeft value -> block class.
+BLOCK_CLASSES = {0.2: 0, 0.5: 1, 0.8: 2}
+
+#: Columns of :attr:`PreprocessedSession.neurons` (the neurons table of the dataset).
+NEURON_COLUMNS = (
+    "session_id",
+    "neuron_index",
+    "probe",
+    "cluster_id",
+    "cluster_uuid",
+    "region_allen",
+    "region_beryl",
+    "region_cosmos",
+    "depth_um",
+    "x_um",
+    "y_um",
+    "z_um",
+    "firing_rate_hz",
+    "qc_label",
+)
+
+#: Distributions whose versions are recorded with every preprocessed session.
+RECORDED_PACKAGES = {
+    "neds_hf": "neds_hf",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "pandas": "pandas",
+    "pyarrow": "pyarrow",
+    "datasets": "datasets",
+    "one_api": "ONE-api",
+    "iblatlas": "iblatlas",
+}
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the preprocessed data (``"not installed"`` if absent)."""
+    versions = {}
+    for key, distribution in RECORDED_PACKAGES.items():
+        try:
+            versions[key] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            versions[key] = "not installed"
+    return versions
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """Every parameter of the preprocessing; recorded with each session of the dataset."""
+
+    align_event: str = "stimOn_times"  # trials column the window is aligned to
+    window: tuple[float, float] = (-0.5, 1.5)  # seconds relative to the alignment event
+    bin_size: float = 0.02  # seconds
+    min_firing_rate: float = 2.0  # Hz, neurons kept when their rate is strictly greater
+    qc_only: bool = False  # keep only clusters with qc_label == 1
+    min_rt: float = 0.0  # s, firstMovement - stimOn below this -> "rt_negative"
+    max_rt: float = 10.0  # s, above this -> "rt_too_long"
+    max_trial_duration: float = 10.0  # s, feedback - goCue above this -> "trial_too_long"
+    behavior_sampling: str = "center"  # "center" or "right_edge" of each bin
+    wheel_fs: int = 1000  # Hz, uniform grid the wheel position is interpolated to
+    wheel_filter_order: int = 8  # Butterworth order
+    wheel_corner_hz: float = 20.0  # Butterworth low-pass corner frequency
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/validation/test
+    split_seed: int = 42
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", tuple(float(v) for v in self.window))
+        object.__setattr__(self, "split_fractions", tuple(float(v) for v in self.split_fractions))
+        if len(self.window) != 2 or not self.window[1] > self.window[0]:
+            raise ValueError(f"window must be (start, end) with end > start, got {self.window}")
+        if not self.bin_size > 0:
+            raise ValueError(f"bin_size must be positive, got {self.bin_size}")
+        n_bins_float = (self.window[1] - self.window[0]) / self.bin_size
+        if abs(n_bins_float - round(n_bins_float)) > 1e-6 or round(n_bins_float) < 1:
+            raise ValueError(
+                f"window {self.window} is not a whole number of bins of {self.bin_size} s "
+                f"({n_bins_float} bins)"
+            )
+        if self.behavior_sampling not in ("center", "right_edge"):
+            raise ValueError(
+                f"behavior_sampling must be 'center' or 'right_edge', got "
+                f"{self.behavior_sampling!r}"
+            )
+        if len(self.split_fractions) != len(SPLITS) or min(self.split_fractions) < 0:
+            raise ValueError(
+                f"split_fractions must be 3 non-negative numbers: {self.split_fractions}"
+            )
+        if self.split_fractions[0] <= 0:
+            raise ValueError(f"the train fraction must be positive, got {self.split_fractions}")
+        if abs(sum(self.split_fractions) - 1.0) > 1e-9:
+            raise ValueError(f"split_fractions must sum to 1, got {self.split_fractions}")
+        if self.min_firing_rate < 0:
+            raise ValueError(f"min_firing_rate must be >= 0, got {self.min_firing_rate}")
+        if not 0 < self.wheel_corner_hz < self.wheel_fs / 2:
+            raise ValueError(
+                f"wheel_corner_hz must lie in (0, wheel_fs / 2), got {self.wheel_corner_hz}"
+            )
+
+    @property
+    def n_bins(self) -> int:
+        """Number of time bins per trial, ``round((end - start) / bin_size)``."""
+        return round((self.window[1] - self.window[0]) / self.bin_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (tuples as lists), suitable for JSON and the sessions table."""
+        values = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PreprocessingConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing parameters: {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class ExclusionReport:
+    """What preprocessing dropped from one session, and why.
+
+    ``excluded`` counts each excluded trial once, under the first reason of
+    :data:`EXCLUSION_REASONS`; ``matching`` counts every trial satisfying each reason.
+    """
+
+    n_trials_total: int
+    n_trials_kept: int
+    excluded: dict[str, int]
+    matching: dict[str, int]
+    excluded_trial_ids: dict[str, list[int]]
+    n_clusters_total: int
+    n_neurons_kept: int
+    n_clusters_below_rate: int
+    n_clusters_failed_qc: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PreprocessedSession:
+    """One session after preprocessing: kept trials (sorted by trial id) and kept neurons."""
+
+    session_id: str
+    config: PreprocessingConfig
+    trial_ids: np.ndarray  # (n_trials,) int64, row in the ALF trials table
+    spikes: np.ndarray  # (n_trials, N, T) uint16, neuron-major counts
+    wheel_speed: np.ndarray  # (n_trials, T) float32, rad/s
+    whisker_motion_energy: np.ndarray  # (n_trials, T) float32, camera ROI motion energy
+    choice: np.ndarray  # (n_trials,) int64, 0 = right, 1 = left
+    block: np.ndarray  # (n_trials,) int64, 0/1/2 for probabilityLeft 0.2/0.5/0.8
+    reward: np.ndarray  # (n_trials,) int64, 1 = rewarded
+    contrast: np.ndarray  # (n_trials,) float32, contrastRight - contrastLeft
+    stim_on_time: np.ndarray  # (n_trials,) float64, s
+    split: np.ndarray  # (n_trials,) str, one of SPLITS
+    neurons: pd.DataFrame  # (N rows) NEURON_COLUMNS
+    normalization: dict[str, dict[str, float]]  # modality -> mean/std/min/max (train split)
+    session: dict[str, Any]  # the sessions-table row
+    report: ExclusionReport = field(repr=False)
+
+    @property
+    def n_trials(self) -> int:
+        """Number of kept trials."""
+        return len(self.trial_ids)
+
+    @property
+    def n_neurons(self) -> int:
+        """Number of kept neurons (N)."""
+        return self.spikes.shape[1]
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Row positions (into the per-trial arrays) of the trials of ``split``."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return np.flatnonzero(self.split == split)
+
+    def trial_columns(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per-trial columns (dataset trials schema) for the given rows (all rows by default)."""
+        if rows is None:
+            rows = np.arange(self.n_trials)
+        return {
+            "session_id": np.full(len(rows), self.session_id, dtype=object),
+            "trial_id": self.trial_ids[rows],
+            "spikes": self.spikes[rows],
+            "wheel_speed": self.wheel_speed[rows],
+            "whisker_motion_energy": self.whisker_motion_energy[rows],
+            "choice": self.choice[rows],
+            "block": self.block[rows],
+            "reward": self.reward[rows],
+            "contrast": self.contrast[rows],
+            "stim_on_time": self.stim_on_time[rows],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+def bin_spikes(
+    spike_times: np.ndarray,
+    spike_clusters: np.ndarray,
+    window_starts: np.ndarray,
+    n_clusters: int,
+    n_bins: int,
+    bin_size: float,
+) -> np.ndarray:
+    """Count spikes per trial, cluster and bin; returns ``(n_trials, n_clusters, n_bins)`` uint16.
+
+    Bin ``k`` of trial ``j`` holds the spikes with
+    ``window_starts[j] + k*bin_size <= t < window_starts[j] + (k+1)*bin_size``. ``spike_times``
+    must be sorted. Per trial: one searchsorted slice and one ``bincount``; the float bin
+    index is corrected against the exact edges so spikes on an edge land in the later bin.
+    """
+    spike_times = np.asarray(spike_times, dtype=np.float64)
+    window_starts = np.asarray(window_starts, dtype=np.float64)
+    n_trials = len(window_starts)
+    counts = np.zeros((n_trials, n_clusters, n_bins), dtype=np.uint16)  # (K, C, T)
+    window_ends = window_starts + n_bins * bin_size
+    first_spike = np.searchsorted(spike_times, window_starts, side="left")
+    end_spike = np.searchsorted(spike_times, window_ends, side="left")
+    inverse_bin = 1.0 / bin_size
+    n_cells = n_clusters * n_bins
+    for trial, (t0, i0, i1) in enumerate(zip(window_starts, first_spike, end_spike)):
+        if i1 <= i0:
+            continue
+        times = spike_times[i0:i1]  # (S,)
+        bins = ((times - t0) * inverse_bin).astype(np.int64)  # (S,) floor: times >= t0
+        bins -= times < t0 + bins * bin_size  # float rounding put it one bin too far
+        bins += times >= t0 + (bins + 1) * bin_size  # ... or one bin too early
+        flat = spike_clusters[i0:i1].astype(np.int64) * n_bins + bins  # (S,)
+        trial_counts = np.bincount(flat, minlength=n_cells)  # (C*T,) int64
+        if i1 - i0 > np.iinfo(np.uint16).max and trial_counts.max() > np.iinfo(np.uint16).max:
+            raise OverflowError(f"more than 65535 spikes in one bin of trial {trial}")
+        counts[trial] = trial_counts.reshape(n_clusters, n_bins)
+    return counts
+
+
+def bin_sample_times(window_starts: np.ndarray, n_bins: int, bin_size: float, sampling: str):
+    """Times at which behaviours are sampled, ``(n_trials, n_bins)``: bin centres or right edges."""
+    offset = 0.5 if sampling == "center" else 1.0
+    if sampling not in ("center", "right_edge"):
+        raise ValueError(f"sampling must be 'center' or 'right_edge', got {sampling!r}")
+    return window_starts[:, None] + (np.arange(n_bins) + offset) * bin_size  # (K, T)
+
+
+def wheel_velocity(
+    timestamps: np.ndarray,
+    position: np.ndarray,
+    fs: int = 1000,
+    order: int = 8,
+    corner_hz: float = 20.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Low-passed wheel velocity on a uniform grid; returns ``(grid_times, velocity)`` (rad/s).
+
+    The position is linearly interpolated to ``fs`` Hz between the first and last timestamp,
+    filtered with a zero-phase Butterworth low-pass (``sosfiltfilt``) and differentiated with
+    second-order central differences.
+    """
+    if len(timestamps) < 2:
+        raise ValueError(f"need at least 2 wheel samples, got {len(timestamps)}")
+    n_grid = math.floor((timestamps[-1] - timestamps[0]) * fs + 1e-9) + 1
+    grid_times = timestamps[0] + np.arange(n_grid) / fs  # (G,)
+    grid_position = np.interp(grid_times, timestamps, position)  # (G,)
+    sos = butter(order, corner_hz, btype="low", fs=fs, output="sos")
+    min_length = 3 * (2 * len(sos) + 1)  # sosfiltfilt default padlen + 1
+    if n_grid <= min_length:
+        raise ValueError(f"wheel recording too short to filter ({n_grid} samples at {fs} Hz)")
+    filtered = sosfiltfilt(sos, grid_position)  # (G,)
+    velocity = np.gradient(filtered, 1.0 / fs)  # (G,)
+    return grid_times, velocity
+
+
+def split_assignment(
+    n_trials: int, session_id: str, seed: int, fractions: tuple[float, float, float]
+) -> np.ndarray:
+    """Split label per trial (``(n_trials,)`` str) from a generator seeded by (seed, session id).
+
+    The seed words come from ``sha256(session_id)``, so the assignment is stable across
+    processes, platforms and the set of sessions being processed. Split sizes are
+    ``floor(cumsum(fractions) * n)`` boundaries over a random permutation.
+    """
+    digest = hashlib.sha256(session_id.encode("utf-8")).digest()
+    words = np.frombuffer(digest, dtype="<u4").tolist()
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
+    order = rng.permutation(n_trials)  # (n_trials,)
+    cumulative = np.cumsum(fractions)
+    boundaries = [math.floor(c * n_trials + 1e-9) for c in cumulative]
+    boundaries[-1] = n_trials
+    labels = np.empty(n_trials, dtype=object)
+    start = 0
+    for name, stop in zip(SPLITS, boundaries):
+        labels[order[start:stop]] = name
+        start = stop
+    return labels.astype(str)
+
+
+# --------------------------------------------------------------------------------------------
+# Session preprocessing
+# --------------------------------------------------------------------------------------------
+
+
+def _trial_column(raw: RawSession, name: str) -> np.ndarray:
+    if name not in raw.trials.columns:
+        raise ValueError(f"session {raw.session_id}: trials table lacks column {name!r}")
+    try:
+        return raw.trials[name].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"session {raw.session_id}: trials column {name!r} is not numeric ({error})"
+        ) from error
+
+
+def exclusion_masks(raw: RawSession, config: PreprocessingConfig) -> dict[str, np.ndarray]:
+    """Boolean mask ``(n_trials,)`` per IBL exclusion reason (the trials-table ones only)."""
+    for name in TRIAL_COLUMNS:
+        _trial_column(raw, name)
+    nan_fields = list(NAN_CHECKED_FIELDS)
+    if config.align_event not in nan_fields:
+        nan_fields.append(config.align_event)
+    is_nan = np.zeros(len(raw.trials), dtype=bool)
+    for name in nan_fields:
+        is_nan |= np.isnan(_trial_column(raw, name))
+    choice = _trial_column(raw, "choice")
+    reaction_time = _trial_column(raw, "firstMovement_times") - _trial_column(raw, "stimOn_times")
+    duration = _trial_column(raw, "feedback_times") - _trial_column(raw, "goCue_times")
+    with np.errstate(invalid="ignore"):
+        return {
+            "nan_field": is_nan,
+            "no_choice": choice == 0,
+            "rt_negative": reaction_time < config.min_rt,
+            "rt_too_long": reaction_time > config.max_rt,
+            "trial_too_long": duration > config.max_trial_duration,
+        }
+
+
+def _validate_series(raw: RawSession, name: str, times: np.ndarray, values: np.ndarray) -> None:
+    if len(times) < 2:
+        raise ValueError(f"session {raw.session_id}: {name} has {len(times)} samples (need >= 2)")
+    if not (np.all(np.isfinite(times)) and np.all(np.diff(times) >= 0)):
+        raise ValueError(f"session {raw.session_id}: {name} timestamps are not finite and sorted")
+    if name == "wheel" and not np.all(np.isfinite(values)):
+        raise ValueError(f"session {raw.session_id}: wheel position contains NaN or inf")
+
+
+def _covered(sample_times: np.ndarray, series_times: np.ndarray) -> np.ndarray:
+    """Per trial, whether all sample times lie within the recorded span, ``(n_trials,)``."""
+    return (sample_times[:, 0] >= series_times[0]) & (sample_times[:, -1] <= series_times[-1])
+
+
+def _map_block(raw: RawSession, trial_ids: np.ndarray, probability_left: np.ndarray) -> np.ndarray:
+    block = np.full(len(probability_left), -1, dtype=np.int64)
+    for value, label in BLOCK_CLASSES.items():
+        block[np.isclose(probability_left, value, rtol=0, atol=1e-6)] = label
+    bad = np.flatnonzero(block < 0)
+    if len(bad):
+        raise ValueError(
+            f"session {raw.session_id}: trial {int(trial_ids[bad[0]])} has probabilityLeft "
+            f"{probability_left[bad[0]]!r}; expected one of {sorted(BLOCK_CLASSES)}"
+        )
+    return block
+
+
+def _map_choice(raw: RawSession, trial_ids: np.ndarray, choice: np.ndarray) -> np.ndarray:
+    bad = np.flatnonzero((choice != -1) & (choice != 1))
+    if len(bad):
+        raise ValueError(
+            f"session {raw.session_id}: trial {int(trial_ids[bad[0]])} has choice "
+            f"{choice[bad[0]]!r}; expected -1 or +1 after exclusion"
+        )
+    return (choice == 1).astype(np.int64)
+
+
+def normalization_stats(values: np.ndarray) -> dict[str, float]:
+    """mean / std (population) / min / max of all values, as Python floats (float64 sums)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("cannot compute normalisation constants of an empty train split")
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+
+
+def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> PreprocessedSession:
+    """Turn one raw session into binned, aligned, split trials; see the module docstring.
+
+    Raises ``ValueError`` (naming the session and the field or trial) on inconsistent data,
+    and :class:`EmptySessionError` when no trial or no neuron survives the filters.
+    """
+    session_id = raw.session_id
+    n_bins, bin_size = config.n_bins, config.bin_size
+    trial_ids_all = np.asarray(raw.trials.index, dtype=np.int64)  # (n_all,)
+    n_all = len(trial_ids_all)
+
+    # ---- trial exclusion (trials table) ----
+    masks = exclusion_masks(raw, config)
+    align_times = _trial_column(raw, config.align_event)  # (n_all,)
+    window_starts_all = align_times + config.window[0]  # (n_all,)
+
+    # ---- behaviour coverage ----
+    _validate_series(raw, "wheel", raw.wheel_timestamps, raw.wheel_position)
+    _validate_series(raw, "motion energy", raw.motion_energy_times, raw.motion_energy)
+    wheel_times, velocity = wheel_velocity(
+        np.asarray(raw.wheel_timestamps, dtype=np.float64),
+        np.asarray(raw.wheel_position, dtype=np.float64),
+        fs=config.wheel_fs,
+        order=config.wheel_filter_order,
+        corner_hz=config.wheel_corner_hz,
+    )
+    finite_align = np.isfinite(window_starts_all)
+    sample_times_all = bin_sample_times(
+        np.where(finite_align, window_starts_all, 0.0), n_bins, bin_size, config.behavior_sampling
+    )  # (n_all, T)
+    motion_energy_times = np.asarray(raw.motion_energy_times, dtype=np.float64)
+    covered = _covered(sample_times_all, wheel_times) & _covered(
+        sample_times_all, motion_energy_times
+    )
+    masks["behavior_out_of_range"] = finite_align & ~covered
+
+    # ---- behaviour sampling (trials still in play) ----
+    in_play = ~np.any([masks[r] for r in masks], axis=0)  # (n_all,)
+    wheel_speed_all = np.full((n_all, n_bins), np.nan)
+    motion_energy_all = np.full((n_all, n_bins), np.nan)
+    wheel_speed_all[in_play] = np.abs(np.interp(sample_times_all[in_play], wheel_times, velocity))
+    motion_energy_all[in_play] = np.interp(
+        sample_times_all[in_play], motion_energy_times, np.asarray(raw.motion_energy, np.float64)
+    )
+    masks["behavior_nan"] = in_play & ~(
+        np.all(np.isfinite(wheel_speed_all), axis=1)
+        & np.all(np.isfinite(motion_energy_all), axis=1)
+    )
+
+    excluded_by: dict[str, np.ndarray] = {}
+    already = np.zeros(n_all, dtype=bool)
+    for reason in EXCLUSION_REASONS:
+        excluded_by[reason] = masks[reason] & ~already
+        already |= masks[reason]
+    kept = ~already
+    kept_rows = np.flatnonzero(kept)
+    n_kept = len(kept_rows)
+
+    # ---- spikes: bin every cluster on the kept trials, then filter neurons ----
+    spike_clusters = np.asarray(raw.spike_clusters)
+    counts = bin_spikes(
+        raw.spike_times,
+        spike_clusters,
+        window_starts_all[kept_rows],
+        raw.n_clusters,
+        n_bins,
+        bin_size,
+    )  # (K, C, T)
+    window_seconds = n_bins * bin_size
+    total_counts = counts.sum(axis=(0, 2), dtype=np.int64)  # (C,)
+    firing_rate = (
+        total_counts / (n_kept * window_seconds) if n_kept else np.zeros(raw.n_clusters)
+    )  # (C,)
+    above_rate = firing_rate > config.min_firing_rate
+    qc_label = raw.clusters["qc_label"].to_numpy(dtype=np.float64)
+    passes_qc = qc_label == 1 if config.qc_only else np.ones(raw.n_clusters, dtype=bool)
+    kept_clusters = np.flatnonzero(above_rate & passes_qc)
+
+    report = ExclusionReport(
+        n_trials_total=n_all,
+        n_trials_kept=n_kept,
+        excluded={r: int(excluded_by[r].sum()) for r in EXCLUSION_REASONS},
+        matching={r: int(masks[r].sum()) for r in EXCLUSION_REASONS},
+        excluded_trial_ids={r: trial_ids_all[excluded_by[r]].tolist() for r in EXCLUSION_REASONS},
+        n_clusters_total=raw.n_clusters,
+        n_neurons_kept=len(kept_clusters),
+        n_clusters_below_rate=int((~above_rate).sum()),
+        n_clusters_failed_qc=int((~passes_qc).sum()),
+    )
+    if n_kept == 0:
+        raise EmptySessionError(session_id, "no_trials", "no trial survived exclusion", report)
+    if len(kept_clusters) == 0:
+        raise EmptySessionError(
+            session_id,
+            "no_neurons",
+            f"no neuron above {config.min_firing_rate} Hz"
+            + (" with qc_label == 1" if config.qc_only else ""),
+            report,
+        )
+    spikes = np.ascontiguousarray(counts[:, kept_clusters, :])  # (K, N, T)
+
+    # ---- per-trial behaviours ----
+    trial_ids = trial_ids_all[kept_rows]
+    choice = _map_choice(raw, trial_ids, _trial_column(raw, "choice")[kept_rows])
+    block = _map_block(raw, trial_ids, _trial_column(raw, "probabilityLeft")[kept_rows])
+    reward = (_trial_column(raw, "feedbackType")[kept_rows] == 1).astype(np.int64)
+    contrast = (
+        np.nan_to_num(_trial_column(raw, "contrastRight")[kept_rows], nan=0.0)
+        - np.nan_to_num(_trial_column(raw, "contrastLeft")[kept_rows], nan=0.0)
+    ).astype(np.float32)
+    stim_on_time = _trial_column(raw, "stimOn_times")[kept_rows]
+    wheel_speed = wheel_speed_all[kept_rows].astype(np.float32)  # (K, T)
+    whisker_motion_energy = motion_energy_all[kept_rows].astype(np.float32)  # (K, T)
+
+    # ---- split and train-only normalisation ----
+    split = split_assignment(n_kept, session_id, config.split_seed, config.split_fractions)
+    empty_splits = [
+        name
+        for name, fraction in zip(SPLITS, config.split_fractions)
+        if fraction > 0 and not np.any(split == name)
+    ]
+    if empty_splits:
+        raise EmptySessionError(
+            session_id,
+            "too_few_trials",
+            f"{n_kept} kept trial(s) leave the split(s) {empty_splits} empty",
+            report,
+        )
+    train_rows = split == "train"
+    normalization = {
+        "wheel_speed": normalization_stats(wheel_speed[train_rows]),
+        "whisker_motion_energy": normalization_stats(whisker_motion_energy[train_rows]),
+    }
+
+    neurons = _neurons_table(raw, kept_clusters, firing_rate)
+    session_row = {
+        "session_id": session_id,
+        "subject": raw.subject,
+        "lab": raw.lab,
+        "date": str(raw.date),
+        "probes": list(raw.probes),
+        "n_neurons": len(kept_clusters),
+        "n_clusters": raw.n_clusters,
+        "n_trials": n_kept,
+        **{f"n_trials_{name}": int((split == name).sum()) for name in SPLITS},
+        "n_trials_alf": n_all,
+        "excluded_trials": dict(report.excluded),
+        "normalization": [{"modality": m, **normalization[m]} for m in CONTINUOUS_BEHAVIORS],
+        "motion_energy_camera": raw.motion_energy_camera,
+        "one_revision": _one_revision(raw.metadata),
+        "preprocessing": config.to_dict(),
+        "package_versions": package_versions(),
+    }
+    return PreprocessedSession(
+        session_id=session_id,
+        config=config,
+        trial_ids=trial_ids,
+        spikes=spikes,
+        wheel_speed=wheel_speed,
+        whisker_motion_energy=whisker_motion_energy,
+        choice=choice,
+        block=block,
+        reward=reward,
+        contrast=contrast,
+        stim_on_time=stim_on_time,
+        split=split,
+        neurons=neurons,
+        normalization=normalization,
+        session=session_row,
+        report=report,
+    )
+
+
+def _one_revision(metadata: dict[str, Any]) -> str:
+    """The ONE revision a session was loaded at: the requested one, else the revisions of the
+    spike-sorting datasets actually loaded (comma-joined), else ``""`` (default revision)."""
+    requested = metadata.get("revision_requested") or metadata.get("revision")
+    if requested:
+        return str(requested)
+    probes = metadata.get("probes") or {}
+    loaded = sorted({str(p["revision"]) for p in probes.values() if p.get("revision")})
+    return ",".join(loaded)
+
+
+def _neurons_table(
+    raw: RawSession, kept_clusters: np.ndarray, firing_rate: np.ndarray
+) -> pd.DataFrame:
+    clusters = raw.clusters.iloc[kept_clusters]
+    table = pd.DataFrame(
+        {
+            "session_id": [raw.session_id] * len(kept_clusters),
+            "neuron_index": np.arange(len(kept_clusters), dtype=np.int64),
+            "probe": clusters["probe"].astype(str).to_numpy(),
+            "cluster_id": clusters["cluster_id"].to_numpy(dtype=np.int64),
+            "cluster_uuid": clusters["cluster_uuid"].astype(str).to_numpy(),
+            "region_allen": clusters["region_allen"].astype(str).to_numpy(),
+            "region_beryl": clusters["region_beryl"].astype(str).to_numpy(),
+            "region_cosmos": clusters["region_cosmos"].astype(str).to_numpy(),
+            "depth_um": clusters["depth_um"].to_numpy(dtype=np.float64),
+            "x_um": clusters["x_um"].to_numpy(dtype=np.float64),
+            "y_um": clusters["y_um"].to_numpy(dtype=np.float64),
+            "z_um": clusters["z_um"].to_numpy(dtype=np.float64),
+            "firing_rate_hz": firing_rate[kept_clusters].astype(np.float64),
+            "qc_label": clusters["qc_label"].to_numpy(dtype=np.float64),
+        }
+    )
+    return table[list(NEURON_COLUMNS)]
+
+
+class EmptySessionError(ValueError):
+    """A session with no trial or no neuron left after preprocessing (it is skipped in builds).
+
+    ``reason`` is ``"no_trials"``, ``"no_neurons"`` or ``"too_few_trials"`` (a split with a
+    positive fraction would be empty); ``report`` holds the exclusion counts.
+    """
+
+    def __init__(self, session_id: str, reason: str, detail: str, report: ExclusionReport):
+        super().__init__(f"session {session_id}: {detail}")
+        self.session_id = session_id
+        self.reason = reason
+        self.report = report
+
+    def __reduce__(self):  # picklable across worker processes
+        detail = str(self).split(": ", 1)[-1]
+        return (type(self), (self.session_id, self.reason, detail, self.report))

@@ -1,0 +1,255 @@
+"""Training-side access to a built NEDS dataset: a trial dataset and a session-aware sampler.
+
+:class:`NedsTrialDataset` serves the trials of any subset of sessions and any split as the
+dicts :class:`neds_hf.collator.DataCollatorForNedsMasking` consumes, together with what the
+model needs per session (neuron counts, normalisation constants, neuron regions).
+:class:`SessionBatchSampler` groups trial indices into batches drawn from a single session
+(so that a per-session input projection sees one population per batch) or mixed across
+sessions, deterministically per (seed, epoch), and shards them across distributed ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch.distributed
+from torch.utils.data import Dataset, Sampler
+
+from .dataset import load_neds_dataset, load_neurons, load_normalization, load_sessions
+from .preprocess import SPLITS
+
+#: Columns every trial dict carries (the collator's inputs plus the trial id).
+TRIAL_ITEM_COLUMNS = (
+    "session_id",
+    "trial_id",
+    "spikes",
+    "wheel_speed",
+    "whisker_motion_energy",
+    "choice",
+    "block",
+)
+#: Further trial columns that can be requested with ``extra_columns``.
+EXTRA_TRIAL_COLUMNS = ("reward", "contrast", "stim_on_time")
+
+
+class NedsTrialDataset(Dataset):
+    """Trials of some sessions and one split of a built dataset, as collator-ready dicts.
+
+    Each item is ``{"session_id": str, "trial_id": int, "spikes": int32 [N, T],
+    "wheel_speed": float32 [T], "whisker_motion_energy": float32 [T], "choice": int,
+    "block": int}`` (plus ``extra_columns``). Behaviours are in physical units; the collator
+    normalises them with :attr:`normalization`.
+
+    Args:
+        path_or_repo: local folder or Hub repo id of a dataset written by ``build_dataset``.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        sessions: session ids to serve (default: every session of the dataset, in the
+            sessions-table order).
+        region_column: neurons-table column used for :attr:`neuron_regions`.
+        extra_columns: more trial columns to include (from :data:`EXTRA_TRIAL_COLUMNS`).
+        load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
+    """
+
+    def __init__(
+        self,
+        path_or_repo: str | os.PathLike,
+        split: str = "train",
+        sessions: Sequence[str] | None = None,
+        region_column: str = "region_beryl",
+        extra_columns: Sequence[str] = (),
+        **load_kwargs: Any,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        unknown_columns = [c for c in extra_columns if c not in EXTRA_TRIAL_COLUMNS]
+        if unknown_columns:
+            raise ValueError(f"unknown extra columns {unknown_columns}; use {EXTRA_TRIAL_COLUMNS}")
+        sessions_table = load_sessions(path_or_repo, **load_kwargs)
+        table_ids = [str(s) for s in sessions_table["session_id"]]
+        if sessions is None:
+            self.session_ids = table_ids
+        else:
+            self.session_ids = [str(s) for s in sessions]
+            unknown = [s for s in self.session_ids if s not in table_ids]
+            if unknown:
+                raise KeyError(f"sessions not in the dataset {os.fspath(path_or_repo)}: {unknown}")
+        selected = set(self.session_ids)
+        rows = [row for row in sessions_table.to_list() if row["session_id"] in selected]
+        self.sessions_table = {row["session_id"]: row for row in rows}
+        self.normalization = load_normalization(rows)
+        self.n_neurons = {row["session_id"]: int(row["n_neurons"]) for row in rows}
+
+        neurons = load_neurons(path_or_repo, self.session_ids, **load_kwargs)
+        if region_column not in neurons.columns:
+            raise KeyError(f"neurons table has no column {region_column!r}")
+        self.neuron_regions: dict[str, list[str]] = {}
+        for session_id in self.session_ids:
+            regions = neurons.loc[neurons["session_id"] == session_id, region_column].tolist()
+            if len(regions) != self.n_neurons[session_id]:
+                raise ValueError(
+                    f"session {session_id}: neurons table has {len(regions)} rows but the "
+                    f"sessions table says {self.n_neurons[session_id]} neurons"
+                )
+            self.neuron_regions[session_id] = regions
+
+        whole = sessions is None
+        trials = load_neds_dataset(path_or_repo, None if whole else self.session_ids, **load_kwargs)
+        self.split = split
+        self.columns = (*TRIAL_ITEM_COLUMNS, *extra_columns)
+        self.trials = trials[split].select_columns(list(self.columns)).with_format("numpy")
+        #: Session id of every item, ``(n_items,)``.
+        self.item_session_ids = np.asarray(self.trials.with_format(None)["session_id"], dtype=str)
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.trials[int(index)]
+        item: dict[str, Any] = {
+            "session_id": str(row["session_id"]),
+            "trial_id": int(row["trial_id"]),
+            "spikes": np.asarray(row["spikes"], dtype=np.int32),  # (N, T)
+            "wheel_speed": np.asarray(row["wheel_speed"], dtype=np.float32),  # (T,)
+            "whisker_motion_energy": np.asarray(row["whisker_motion_energy"], dtype=np.float32),
+            "choice": int(row["choice"]),
+            "block": int(row["block"]),
+        }
+        for column in self.columns[len(TRIAL_ITEM_COLUMNS) :]:
+            item[column] = row[column].item() if hasattr(row[column], "item") else row[column]
+        return item
+
+    def session_indices(self) -> dict[str, np.ndarray]:
+        """Item indices of each session, ``{session_id: (n_session_items,) int64}``."""
+        return {
+            session_id: np.flatnonzero(self.item_session_ids == session_id)
+            for session_id in self.session_ids
+        }
+
+
+class SessionBatchSampler(Sampler[list[int]]):
+    """Batch sampler with single-session or mixed batches, shardable across distributed ranks.
+
+    * ``mode="single_session"``: every batch holds trials of one session; each session's
+      items are shuffled and cut into batches, then the batches of all sessions are shuffled.
+    * ``mode="mixed"``: all items are shuffled together and cut into batches.
+
+    The order is a pure function of ``(seed, epoch)`` (call :meth:`set_epoch` every epoch).
+    With ``drop_last`` the incomplete batches (per session in single-session mode) are
+    dropped. Under distributed training (``num_replicas`` > 1, by default taken from
+    ``torch.distributed`` when it is initialised) the batch list is cut into equal shares,
+    rank ``r`` getting batches ``r, r + R, r + 2R, ...``; like ``DistributedSampler``, when the
+    number of batches is not a multiple of ``R`` the list is padded by repeating batches from
+    its start (or, with ``drop_last``, the surplus batches are dropped), so every rank runs the
+    same number of steps. With Accelerate, either give this sampler ``num_replicas=1`` and let
+    ``accelerator.prepare`` shard whole batches, or shard here and skip the dataloader in
+    ``prepare``; do not shard twice.
+
+    Args:
+        item_session_ids: session id of every dataset item, or a :class:`NedsTrialDataset`.
+        batch_size: trials per batch.
+        mode: ``"single_session"`` or ``"mixed"``.
+        shuffle: shuffle items and batches (``False`` keeps dataset order).
+        seed: base seed.
+        drop_last: drop incomplete batches (and surplus batches across ranks).
+        num_replicas, rank: distributed world size and this process's rank.
+    """
+
+    def __init__(
+        self,
+        item_session_ids: Sequence[str] | np.ndarray | NedsTrialDataset,
+        batch_size: int,
+        mode: str = "single_session",
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if isinstance(item_session_ids, NedsTrialDataset):
+            item_session_ids = item_session_ids.item_session_ids
+        if mode not in ("single_session", "mixed"):
+            raise ValueError(f"mode must be 'single_session' or 'mixed', got {mode!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_replicas is None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+        if rank is None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
+        self.item_session_ids = np.asarray(item_session_ids, dtype=str)  # (n_items,)
+        self.batch_size = batch_size
+        self.mode = mode
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        # Sessions in first-appearance order, so the batch list never depends on set ordering.
+        _, first = np.unique(self.item_session_ids, return_index=True)
+        self._sessions = [self.item_session_ids[i] for i in sorted(first)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that, with the seed, determines the order."""
+        self.epoch = int(epoch)
+
+    def _chunks(self, indices: np.ndarray) -> list[list[int]]:
+        n_full = len(indices) // self.batch_size
+        stop = n_full * self.batch_size if self.drop_last else len(indices)
+        return [
+            indices[start : start + self.batch_size].tolist()
+            for start in range(0, stop, self.batch_size)
+        ]
+
+    def all_batches(self) -> list[list[int]]:
+        """Every batch of this epoch over all ranks, before sharding and padding."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch]))
+        n_items = len(self.item_session_ids)
+        if self.mode == "mixed":
+            order = rng.permutation(n_items) if self.shuffle else np.arange(n_items)
+            return self._chunks(order)
+        batches: list[list[int]] = []
+        for session_id in self._sessions:
+            indices = np.flatnonzero(self.item_session_ids == session_id)
+            if self.shuffle:
+                indices = rng.permutation(indices)
+            batches.extend(self._chunks(indices))
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _total_batches(self, n_batches: int) -> int:
+        if self.drop_last:
+            return (n_batches // self.num_replicas) * self.num_replicas
+        return math.ceil(n_batches / self.num_replicas) * self.num_replicas
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.all_batches()
+        total = self._total_batches(len(batches))
+        if total > len(batches):  # pad by repeating from the start
+            repeats = math.ceil(total / len(batches))
+            batches = (batches * repeats)[:total]
+        else:
+            batches = batches[:total]
+        yield from batches[self.rank : total : self.num_replicas]
+
+    def __len__(self) -> int:
+        if self.mode == "mixed":
+            n_items = len(self.item_session_ids)
+            n_batches = (
+                n_items // self.batch_size if self.drop_last else -(-n_items // self.batch_size)
+            )
+        else:
+            counts = [int(np.sum(self.item_session_ids == s)) for s in self._sessions]
+            if self.drop_last:
+                n_batches = sum(c // self.batch_size for c in counts)
+            else:
+                n_batches = sum(-(-c // self.batch_size) for c in counts)
+        return self._total_batches(n_batches) // self.num_replicas
