@@ -1,0 +1,110 @@
+"""The ``neds-hf`` command line: one subcommand per step of the NEDS workflow.
+
+Subcommands import their modules lazily so that ``neds-hf --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: subcommand -> (module, add-arguments function, run function, help text)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "make-synthetic": (
+        "neds_hf.data.synthetic",
+        "add_make_synthetic_arguments",
+        "run_make_synthetic",
+        "Write synthetic IBL-like sessions in the ALF layout plus a ONE cache and "
+        "their ground truth (true rates, latents).",
+    ),
+    "prepare-data": (
+        "neds_hf.data.cli_prepare",
+        "add_prepare_data_arguments",
+        "run_prepare_data",
+        "Load IBL sessions through ONE (online or a local cache), preprocess them and "
+        "write the Hugging Face dataset with its card and build_report.json.",
+    ),
+    "evaluate": (
+        "neds_hf.evaluation",
+        "add_evaluate_arguments",
+        "run_evaluate",
+        "Evaluate a model on a dataset split: encoding bits per spike, decoding R² and "
+        "balanced accuracy, optional per-behaviour encoding and region probe.",
+    ),
+    "push": (
+        "neds_hf.hub",
+        "add_push_arguments",
+        "run_push",
+        "Upload a trained model folder (weights, config, remote code, model card) to the Hub.",
+    ),
+    "demo": (
+        "neds_hf.demo",
+        "add_demo_arguments",
+        "run_demo_cli",
+        "Run the whole pipeline on a synthetic corpus (no internet, no GPU): data, "
+        "pretraining, fine-tuning, evaluation against the true rates and baselines, report.",
+    ),
+}
+
+#: subcommands that hand their arguments to the training argument parser
+TRAINING_COMMANDS = {
+    "train": (
+        "pretrain",
+        "Pretrain NEDS (or train from scratch) with Accelerate: "
+        "`neds-hf train --config CONFIG.yaml [--field value ...]`.",
+    ),
+    "finetune": (
+        "finetune",
+        "Fine-tune a pretrained NEDS on new sessions: `neds-hf finetune "
+        "--config CONFIG.yaml --model_name_or_path DIR_OR_HUB_ID ...`.",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="neds-hf",
+        description="NEDS (Neural Encoding and Decoding at Scale) for IBL Neuropixels data.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in TRAINING_COMMANDS.items():
+        subparsers.add_parser(name, help=help_text, description=help_text, add_help=False)
+    for name, (module_name, add_arguments, _, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        getattr(importlib.import_module(module_name), add_arguments)(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neds-hf`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINING_COMMANDS:
+        from .training import main as training_main
+
+        mode, _ = TRAINING_COMMANDS[argv[0]]
+        return training_main(argv[1:], mode=mode)
+    if not argv or argv[0] not in COMMANDS:
+        parser = argparse.ArgumentParser(prog="neds-hf")
+        # list the subcommands without importing their modules
+        lines = [
+            f"  {name:<15} {text[1] if isinstance(text, tuple) and len(text) == 2 else text[3]}"
+            for name, text in {**TRAINING_COMMANDS, **COMMANDS}.items()
+        ]
+        message = "usage: neds-hf COMMAND [options]\n\ncommands:\n" + "\n".join(lines) + "\n"
+        if not argv or argv[0] in ("-h", "--help"):
+            print(message)
+            return 0
+        parser.exit(2, f"neds-hf: unknown command {argv[0]!r}\n\n{message}")
+    module_name, add_arguments, run, help_text = COMMANDS[argv[0]]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"neds-hf {argv[0]}", description=help_text)
+    getattr(module, add_arguments)(parser)
+    args = parser.parse_args(argv[1:])
+    return int(getattr(module, run)(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
