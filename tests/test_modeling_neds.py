@@ -199,6 +199,22 @@ def test_per_bin_categorical_modality():
     assert torch.isfinite(out.modality_losses["action"])
 
 
+def test_rotary_depends_only_on_relative_position():
+    from neds_hf.modeling_neds import NedsRotaryEmbedding, apply_rotary
+
+    rotary = NedsRotaryEmbedding(tiny_config())
+    positions = torch.tensor([0, 3, 5, 8, 10])
+    rotation = rotary(positions)  # (5, 8, 8)
+    torch.testing.assert_close(rotation @ rotation.transpose(-1, -2), torch.eye(8).expand(5, 8, 8))
+    query, key = torch.randn(8), torch.randn(8)
+    rotated_query = apply_rotary(query.expand(1, 5, 8), rotation)[0]  # (5, 8)
+    rotated_key = apply_rotary(key.expand(1, 5, 8), rotation)[0]
+    # (0, 3) and (5, 8) are 3 bins apart, (3, 0) and (8, 5) -3: same scores per offset
+    torch.testing.assert_close(rotated_query[0] @ rotated_key[1], rotated_query[2] @ rotated_key[3])
+    torch.testing.assert_close(rotated_query[1] @ rotated_key[0], rotated_query[3] @ rotated_key[2])
+    assert not torch.isclose(rotated_query[0] @ rotated_key[1], rotated_query[1] @ rotated_key[0])
+
+
 def test_causal_attention_ignores_the_future():
     config = tiny_mtm_config()
     model = NedsForMaskedModeling(config).eval()

@@ -418,6 +418,7 @@ def test_cli_functions(tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     eids = [syn.synthetic_session_identity(4, i)["eid"] for i in range(2)]
     assert printed[-2:] == eids
+    assert (tmp_path / "eids.txt").read_text().split() == eids
     assert (tmp_path / "sessions.pqt").is_file()
     assert syn.load_ground_truth(tmp_path, eids[1])["info"]["fault"] == "empty_trials"
     with pytest.raises(SystemExit):

@@ -248,21 +248,23 @@ class NedsRotaryEmbedding(nn.Module):
         exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
         return {"inv_freq": 1.0 / (self.theta**exponents)}
 
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`positions (L,)` -> `cos, sin` each `(L, head_dim)`."""
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """`positions (L,)` -> per-token rotation matrices `(L, head_dim, head_dim)`.
+
+        Dimension ``i`` of the first half turns with dimension ``i + head_dim / 2`` by the angle
+        ``position * inv_freq[i]``. Applied as one batched matrix product, which on CPU is
+        cheaper than the usual ``x * cos + rotate_half(x) * sin`` (one kernel instead of five).
+        """
         angles = positions.float().unsqueeze(-1) * self.inv_freq  # (L, head_dim / 2)
-        angles = torch.cat([angles, angles], dim=-1)  # (L, head_dim)
-        return angles.cos(), angles.sin()
+        cos, sin = torch.diag_embed(angles.cos()), torch.diag_embed(angles.sin())  # (L, h, h)
+        first = torch.cat([cos, sin], dim=-1)  # (L, head_dim / 2, head_dim)
+        second = torch.cat([-sin, cos], dim=-1)  # (L, head_dim / 2, head_dim)
+        return torch.cat([first, second], dim=-2)  # (L, head_dim, head_dim)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat([-second, first], dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x (B, heads, L, head_dim)` by the per-token angles."""
-    return x * cos.to(x.dtype) + _rotate_half(x) * sin.to(x.dtype)
+def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate token vectors `x (B, L, ..., head_dim)` by per-token rotations `(L, hd, hd)`."""
+    return torch.einsum("bl...d,lde->bl...e", x, rotation.to(x.dtype))
 
 
 # =============================================================================================
@@ -292,7 +294,7 @@ class NedsAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        rotary: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -300,10 +302,12 @@ class NedsAttention(nn.Module):
         qkv = self.qkv_proj(hidden_states).view(
             batch_size, length, 3, self.num_heads, self.head_dim
         )
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, head_dim)
         if rotary is not None:
-            query = apply_rotary(query, *rotary)
-            key = apply_rotary(key, *rotary)
+            query_key = apply_rotary(qkv[:, :, :2], rotary)  # (B, L, 2, heads, head_dim)
+            query, key = query_key.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, hd)
+            value = qkv[:, :, 2].transpose(1, 2)  # (B, heads, L, head_dim)
+        else:
+            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, hd)
         if self.training and self.attention_dropout > 0:
             keep = torch.rand(batch_size, self.num_heads, 1, length, device=hidden_states.device)
             keep = keep >= self.attention_dropout  # (B, heads, 1, L)
@@ -357,7 +361,7 @@ class NedsEncoderLayer(GradientCheckpointingLayer):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        rotary: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

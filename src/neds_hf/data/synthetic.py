@@ -1418,7 +1418,10 @@ def run_make_synthetic(args: argparse.Namespace) -> int:
     eids = make_synthetic_cache(
         args.output, args.sessions, args.seed, faults=dict(args.fault), **overrides
     )
+    eids_file = Path(args.output) / "eids.txt"
+    eids_file.write_text("".join(f"{eid}\n" for eid in eids))
     print(f"wrote {len(eids)} synthetic sessions and the ONE cache to {args.output}")
+    print(f"session ids (also in {eids_file}, for prepare-data --eids-file):")
     for eid in eids:
         print(eid)
     return 0
