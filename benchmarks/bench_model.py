@@ -25,7 +25,9 @@ from neds_hf import NedsConfig, NedsForMaskedModeling
 from neds_hf.modeling_neds import NedsAttention, apply_rotary, make_dummy_inputs
 
 
-def probability_dropout_forward(self, hidden_states, rotary, attention_mask, output_attentions=False):
+def probability_dropout_forward(
+    self, hidden_states, rotary, attention_mask, output_attentions=False
+):
     """NedsAttention.forward with dropout on the attention probabilities (the reference's way)."""
     batch_size, length, _ = hidden_states.shape
     qkv = self.qkv_proj(hidden_states).view(batch_size, length, 3, self.num_heads, self.head_dim)
@@ -33,14 +35,19 @@ def probability_dropout_forward(self, hidden_states, rotary, attention_mask, out
     query, key = query_key.permute(2, 0, 3, 1, 4).unbind(0)
     value = qkv[:, :, 2].transpose(1, 2)
     context = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask,
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
         dropout_p=self.attention_dropout if self.training else 0.0,
     )
     context = context.transpose(1, 2).reshape(batch_size, length, -1)
     return self.dropout(self.out_proj(context)), None
 
 
-def time_training_step(config: NedsConfig, batch_size: int, steps: int, probability_dropout: bool) -> float:
+def time_training_step(
+    config: NedsConfig, batch_size: int, steps: int, probability_dropout: bool
+) -> float:
     """Median seconds of forward + backward + AdamW step."""
     torch.manual_seed(0)
     model = NedsForMaskedModeling(config).train()
@@ -65,23 +72,41 @@ def time_training_step(config: NedsConfig, batch_size: int, steps: int, probabil
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--layers", type=int, default=5)
-    parser.add_argument("--neurons", type=int, default=668, help="neurons of the session (reference N_max: 668)")
+    parser.add_argument(
+        "--neurons", type=int, default=668, help="neurons of the session (reference N_max: 668)"
+    )
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sessions = {"session": args.neurons}
     variants = [
-        ("neds_hf (302 tokens, key dropout)", NedsConfig(num_hidden_layers=args.layers, sessions=sessions), False),
-        ("+ prob. dropout (302 tokens)", NedsConfig(num_hidden_layers=args.layers, sessions=sessions), True),
-        ("+ prob. dropout + 500 tokens", NedsConfig(num_hidden_layers=args.layers, sessions=sessions,
-                                                    spread_trial_tokens=True), True),
+        (
+            "neds_hf (302 tokens, key dropout)",
+            NedsConfig(num_hidden_layers=args.layers, sessions=sessions),
+            False,
+        ),
+        (
+            "+ prob. dropout (302 tokens)",
+            NedsConfig(num_hidden_layers=args.layers, sessions=sessions),
+            True,
+        ),
+        (
+            "+ prob. dropout + 500 tokens",
+            NedsConfig(num_hidden_layers=args.layers, sessions=sessions, spread_trial_tokens=True),
+            True,
+        ),
     ]
-    print(f"NEDS training step, hidden 256, {args.layers} layers, dropout 0.4, batch {args.batch_size}, "
-          f"{args.neurons} neurons, {args.threads} threads, median of {args.steps} steps")
+    print(
+        f"NEDS training step, hidden 256, {args.layers} layers, dropout 0.4, "
+        f"batch {args.batch_size}, {args.neurons} neurons, {args.threads} threads, "
+        f"median of {args.steps} steps"
+    )
     print("| variant | tokens | step (s) | slowdown vs neds_hf |")
     print("|---|---|---|---|")
     baseline = None

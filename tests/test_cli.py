@@ -21,13 +21,24 @@ def test_top_level_help_lists_every_command(capsys):
 
 @pytest.mark.parametrize("command", ALL_COMMANDS)
 def test_every_subcommand_has_help(command):
-    result = subprocess.run([sys.executable, "-m", "neds_hf.cli", command, "--help"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "neds_hf.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage:")
     assert len(result.stdout.splitlines()) > 5  # options are documented
-    expected = {"train": "--learning_rate", "finetune": "--model_name_or_path", "make-synthetic": "--sessions",
-                "prepare-data": "--cache-dir", "evaluate": "--dataset", "push": "--repo-id", "demo": "--output"}
+    expected = {
+        "train": "--learning_rate",
+        "finetune": "--model_name_or_path",
+        "make-synthetic": "--sessions",
+        "prepare-data": "--cache-dir",
+        "evaluate": "--dataset",
+        "push": "--repo-id",
+        "demo": "--output",
+    }
     assert expected[command] in result.stdout
 
 

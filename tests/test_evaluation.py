@@ -31,8 +31,14 @@ def test_data(synthetic_corpus):
 @pytest.fixture(scope="module")
 def model(test_data):
     torch.manual_seed(0)
-    config = NedsConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=32,
-                        spike_stitcher_size=16, sessions=test_data.n_neurons)
+    config = NedsConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=32,
+        spike_stitcher_size=16,
+        sessions=test_data.n_neurons,
+    )
     return NedsForMaskedModeling(config).eval()
 
 
@@ -43,43 +49,80 @@ def session_trials(dataset, session_id):
 def test_protocols_hide_what_they_should(model, test_data):
     session_id = test_data.session_ids[0]
     trials = session_trials(test_data, session_id)
-    shuffled_spikes = [{**t, "spikes": np.random.default_rng(1).permutation(t["spikes"], axis=1)} for t in trials]
-    other_behaviour = [{**t, "wheel_speed": t["wheel_speed"][::-1].copy(), "choice": 1 - t["choice"]} for t in trials]
+    shuffled_spikes = [
+        {**t, "spikes": np.random.default_rng(1).permutation(t["spikes"], axis=1)} for t in trials
+    ]
+    other_behaviour = [
+        {**t, "wheel_speed": t["wheel_speed"][::-1].copy(), "choice": 1 - t["choice"]}
+        for t in trials
+    ]
     normalization = test_data.normalization
     encoding = predict_session(model, trials, "encoding", normalization)
     # encoding never sees spikes: changing them leaves the predicted rates unchanged ...
-    np.testing.assert_allclose(predict_session(model, shuffled_spikes, "encoding", normalization).rates,
-                               encoding.rates, rtol=1e-6)
+    np.testing.assert_allclose(
+        predict_session(model, shuffled_spikes, "encoding", normalization).rates,
+        encoding.rates,
+        rtol=1e-6,
+    )
     # ... but it does see behaviour
-    assert not np.allclose(predict_session(model, other_behaviour, "encoding", normalization).rates, encoding.rates)
+    assert not np.allclose(
+        predict_session(model, other_behaviour, "encoding", normalization).rates, encoding.rates
+    )
     decoding = predict_session(model, trials, "decoding", normalization)
     changed = predict_session(model, other_behaviour, "decoding", normalization)
     for name in decoding.behavior_predictions:
-        np.testing.assert_allclose(changed.behavior_predictions[name], decoding.behavior_predictions[name], rtol=1e-6)
+        np.testing.assert_allclose(
+            changed.behavior_predictions[name], decoding.behavior_predictions[name], rtol=1e-6
+        )
     assert encoding.rates.shape == (len(trials), 100, test_data.n_neurons[session_id])
     assert decoding.behavior_predictions["choice"].shape == (len(trials), 2)
     assert decoding.behavior_targets["choice"].tolist() == [t["choice"] for t in trials]
 
 
 def test_scores_match_the_metric_functions(model, test_data):
-    report = evaluate_trials(model, [test_data[i] for i in range(len(test_data))],
-                             normalization=test_data.normalization, per_behavior_encoding=True)
+    report = evaluate_trials(
+        model,
+        [test_data[i] for i in range(len(test_data))],
+        normalization=test_data.normalization,
+        per_behavior_encoding=True,
+    )
     assert set(report.per_session) == set(test_data.session_ids)
     session_id = test_data.session_ids[1]
     trials = session_trials(test_data, session_id)
     encoding = predict_session(model, trials, "encoding", test_data.normalization)
     decoding = predict_session(model, trials, "decoding", test_data.normalization)
     scores = report.per_session[session_id]
-    assert scores["bps"] == pytest.approx(bits_per_spike(encoding.rates, encoding.spikes, log_input=False))
+    assert scores["bps"] == pytest.approx(
+        bits_per_spike(encoding.rates, encoding.spikes, log_input=False)
+    )
     assert scores["bps_pooled"] == pytest.approx(
-        bits_per_spike(encoding.rates, encoding.spikes, log_input=False, convention="pooled"))
+        bits_per_spike(encoding.rates, encoding.spikes, log_input=False, convention="pooled")
+    )
     assert scores["wheel_speed_r2"] == pytest.approx(
-        r2_flattened(decoding.behavior_predictions["wheel_speed"], decoding.behavior_targets["wheel_speed"]))
-    assert {"bps_wheel_speed_only", "bps_choice_only", "choice_balanced_accuracy", "block_accuracy",
-            "whisker_motion_energy_r2_psth"} <= set(scores)
+        r2_flattened(
+            decoding.behavior_predictions["wheel_speed"], decoding.behavior_targets["wheel_speed"]
+        )
+    )
+    assert {
+        "bps_wheel_speed_only",
+        "bps_choice_only",
+        "choice_balanced_accuracy",
+        "block_accuracy",
+        "whisker_motion_energy_r2_psth",
+    } <= set(scores)
     assert scores["avg"] == pytest.approx(average_score(scores))
-    expected_avg = np.mean([scores[k] for k in ("bps", "wheel_speed_r2", "whisker_motion_energy_r2",
-                                                "choice_balanced_accuracy", "block_balanced_accuracy")])
+    expected_avg = np.mean(
+        [
+            scores[k]
+            for k in (
+                "bps",
+                "wheel_speed_r2",
+                "whisker_motion_energy_r2",
+                "choice_balanced_accuracy",
+                "block_balanced_accuracy",
+            )
+        ]
+    )
     assert scores["avg"] == pytest.approx(expected_avg)
     for metric, value in report.average.items():
         per_session = [s[metric] for s in report.per_session.values()]
@@ -87,15 +130,18 @@ def test_scores_match_the_metric_functions(model, test_data):
 
 
 def test_reports_and_model_index_entries(model, test_data, tmp_path):
-    report = evaluate_trials(model, [test_data[i] for i in range(len(test_data))],
-                             normalization=test_data.normalization)
+    report = evaluate_trials(
+        model, [test_data[i] for i in range(len(test_data))], normalization=test_data.normalization
+    )
     json_path, markdown_path = report.save(tmp_path)
     saved = json.loads(json_path.read_text())
     assert saved["split"] == "test" and set(saved["per_session"]) == set(test_data.session_ids)
     markdown = markdown_path.read_text()
     assert markdown.count("\n|") == len(test_data.session_ids) + 2 and "**average**" in markdown
     entries = report_to_eval_results(report, "org/dataset")
-    assert {e["metric_type"] for e in entries} == {k for k, v in report.average.items() if np.isfinite(v)}
+    assert {e["metric_type"] for e in entries} == {
+        k for k, v in report.average.items() if np.isfinite(v)
+    }
     assert len(to_eval_results(entries)) == len(entries)  # valid model-index entries
 
 
@@ -108,21 +154,43 @@ def test_region_probe_embeddings(model, test_data):
 
 
 def test_unknown_sessions_are_clear_errors(model, test_data):
-    other = NedsForMaskedModeling(NedsConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                             intermediate_size=32, sessions={"someone-else": 3}))
+    other = NedsForMaskedModeling(
+        NedsConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=32,
+            sessions={"someone-else": 3},
+        )
+    )
     with pytest.raises(ValueError, match=r"does not know sessions \["):
         evaluate_trials(other, [test_data[0]], normalization=test_data.normalization)
 
 
 def test_evaluate_command(model, synthetic_corpus, tmp_path, capsys):
     model.save_pretrained(tmp_path / "model")
-    code = cli_main(["evaluate", str(tmp_path / "model"), "--dataset", str(synthetic_corpus["dataset_dir"]),
-                     "--split", "validation", "--region-probe", "--output", str(tmp_path / "eval")])
+    code = cli_main(
+        [
+            "evaluate",
+            str(tmp_path / "model"),
+            "--dataset",
+            str(synthetic_corpus["dataset_dir"]),
+            "--split",
+            "validation",
+            "--region-probe",
+            "--output",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| **average** |" in printed and "region_beryl: accuracy" in printed
     saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
-    assert saved["split"] == "validation" and set(saved["region_probe"]) == {"region_beryl", "region_cosmos"}
-    report = evaluate_model(str(tmp_path / "model"),
-                            str(synthetic_corpus["dataset_dir"]), split="validation")
+    assert saved["split"] == "validation" and set(saved["region_probe"]) == {
+        "region_beryl",
+        "region_cosmos",
+    }
+    report = evaluate_model(
+        str(tmp_path / "model"), str(synthetic_corpus["dataset_dir"]), split="validation"
+    )
     assert report.average["bps"] == pytest.approx(saved["average"]["bps"])
