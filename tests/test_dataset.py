@@ -389,3 +389,30 @@ def test_distributed_shares_are_disjoint_equal_and_cover_everything(mode):
     ]
     dropped_flat = [tuple(b) for share in dropped for b in share]
     assert len(dropped_flat) == len(set(dropped_flat))  # no repeats with drop_last
+
+
+def test_probe_without_spike_sorting_is_reported_in_report_and_card(tmp_path):
+    import shutil
+
+    from neds_hf.data.synthetic import (
+        SyntheticSessionSpec,
+        generate_session,
+        write_alf_session,
+        write_one_cache,
+    )
+
+    root = tmp_path / "cache"
+    session = generate_session(
+        SyntheticSessionSpec(
+            seed=21, n_probes=2, n_trials=60, n_neurons_per_probe=10, first_block_trials=20
+        )
+    )
+    session_path = write_alf_session(session, root)
+    shutil.rmtree(session_path / "alf" / "probe01" / "pykilosort")
+    write_one_cache(root)
+    report = build_dataset(root, [session.eid], tmp_path / "dataset", progress=False)
+    entry = json.loads((tmp_path / "dataset" / "build_report.json").read_text())["sessions"][0]
+    assert report.skipped == {} and entry["status"] == "ok"
+    assert entry["probes_without_spike_sorting"] == ["probe01"]
+    card = (tmp_path / "dataset" / "README.md").read_text()
+    assert "Probes left out (no spike sorting)" in card and f"{session.eid}: probe01" in card

@@ -385,6 +385,14 @@ def make_dataset_card(
             lines.append(f"| {entry['session_id']} | {entry['reason']} | {detail} |")
     else:
         lines.append("None.")
+    partial = [
+        s for s in report.sessions if s["status"] == "ok" and s.get("probes_without_spike_sorting")
+    ]
+    if partial:
+        lines += ["", "### Probes left out (no spike sorting)", ""]
+        lines += [
+            f"- {s['session_id']}: {', '.join(s['probes_without_spike_sorting'])}" for s in partial
+        ]
     lines += [
         "",
         "### Preprocessing parameters",
@@ -567,6 +575,8 @@ def process_session(
             **{split: len(session.split_indices(split)) for split in SPLITS},
         },
         "exclusion": session.report.to_dict(),
+        # probes left out because they have no spike sorting (listed, never silently dropped)
+        "probes_without_spike_sorting": list(raw.metadata.get("probes_without_spike_sorting", [])),
         "files": written,
         "_neurons": session.neurons,
         "_session": session.session,
