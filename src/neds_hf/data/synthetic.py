@@ -53,6 +53,9 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter, oaconvolve
 
+from .preprocess import EXCLUSION_REASONS as PREPROCESSING_EXCLUSION_REASONS
+from .preprocess import NAN_CHECKED_FIELDS
+
 # --------------------------------------------------------------------------------------------
 # Constants shared with tests and preprocessing
 # --------------------------------------------------------------------------------------------
@@ -76,19 +79,10 @@ STANDARD_N_BINS = 100
 #: * ``rt_too_long``: ``firstMovement_times - stimOn_times > DEFAULT_MAX_RT_S``;
 #: * ``trial_too_long``: ``feedback_times - goCue_times > DEFAULT_MAX_TRIAL_DURATION_S``.
 #:
-#: Comparisons involving NaN are false. The same names and order are used by
-#: :mod:`neds_hf.data.preprocess`.
-EXCLUSION_REASONS = ("nan_field", "no_choice", "rt_negative", "rt_too_long", "trial_too_long")
-
-#: Trials fields whose NaN makes a trial ``nan_field``.
-NAN_CHECKED_FIELDS = (
-    "stimOn_times",
-    "choice",
-    "feedback_times",
-    "probabilityLeft",
-    "firstMovement_times",
-    "feedbackType",
-)
+#: Comparisons involving NaN are false. These are the trials-table reasons of
+#: :mod:`neds_hf.data.preprocess`, in its order (its two further reasons concern behaviour
+#: sampling, which the generator never plants).
+EXCLUSION_REASONS = PREPROCESSING_EXCLUSION_REASONS[:5]
 
 #: Thresholds under which the ground-truth exclusion counts are computed (s).
 DEFAULT_MIN_RT_S = 0.0
