@@ -416,3 +416,18 @@ def test_probe_without_spike_sorting_is_reported_in_report_and_card(tmp_path):
     assert entry["probes_without_spike_sorting"] == ["probe01"]
     card = (tmp_path / "dataset" / "README.md").read_text()
     assert "Probes left out (no spike sorting)" in card and f"{session.eid}: probe01" in card
+
+
+def test_loads_never_mix_up_two_folders_with_the_same_name(cache, tmp_path):
+    """datasets caches local folders by name: ours are keyed by content, so no stale data."""
+    root, eids = cache
+    loose = tmp_path / "a" / "dataset"
+    strict = tmp_path / "b" / "dataset"
+    build_dataset(root, eids[:1], loose, PreprocessingConfig(min_firing_rate=0.0), progress=False)
+    build_dataset(root, eids[:1], strict, PreprocessingConfig(), progress=False)
+    n_loose = len(load_neds_dataset(loose)["train"][0]["spikes"])
+    n_strict = len(load_neds_dataset(strict)["train"][0]["spikes"])
+    assert n_strict < n_loose
+    # a rebuild in place is seen too
+    build_dataset(root, eids[:1], loose, PreprocessingConfig(), progress=False, overwrite=True)
+    assert len(load_neds_dataset(loose)["train"][0]["spikes"]) == n_strict

@@ -21,6 +21,7 @@ schema metadata; the card carries no ``dataset_info`` block (a partial one would
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import multiprocessing
 import os
@@ -765,7 +766,24 @@ def write_preprocessed_sessions(
 def _load(path_or_repo: str | os.PathLike, name: str, **kwargs: Any) -> DatasetDict:
     import datasets
 
-    return datasets.load_dataset(os.fspath(path_or_repo), name, **kwargs)
+    path = os.fspath(path_or_repo)
+    if os.path.isdir(path) and "cache_dir" not in kwargs:
+        # datasets keys the cache of a local folder by its name and configs, not by its content:
+        # two folders called "dataset" with the same sessions would share (stale) Arrow files
+        root = os.environ.get("HF_DATASETS_CACHE") or datasets.config.HF_DATASETS_CACHE
+        kwargs["cache_dir"] = os.path.join(root, "neds_hf", local_dataset_fingerprint(path))
+    return datasets.load_dataset(path, name, **kwargs)
+
+
+def local_dataset_fingerprint(path: str | os.PathLike) -> str:
+    """A digest of a local dataset folder: its resolved path and its files' sizes and mtimes."""
+    root = Path(path).resolve()
+    digest = hashlib.sha256(str(root).encode())
+    for file in sorted(root.rglob("*")):
+        if file.is_file() and (file.suffix == ".parquet" or file.name == "README.md"):
+            stat = file.stat()
+            digest.update(f"{file.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def load_neds_dataset(
