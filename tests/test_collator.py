@@ -86,8 +86,9 @@ def test_padding_session_index_and_behaviour_tensors():
         (examples[2]["whisker_motion_energy"] - 1.0) / 2.0,
         rtol=1e-6,
     )
+    # the default method is the model's: a z-scoring model gets z-scored behaviour
     zscored = DataCollatorForNedsMasking(
-        config(), normalization=NORMALIZATION, normalization_method="zscore"
+        config(behavior_normalization="zscore"), normalization=NORMALIZATION
     )(examples)
     np.testing.assert_allclose(
         zscored["behavior_values"][1, :, 1].numpy(),

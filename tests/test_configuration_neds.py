@@ -106,6 +106,7 @@ def test_json_round_trip(tmp_path):
         ({"mask_ratio": 0.0}, r"mask_ratio must be in \(0, 1\]"),
         ({"masking_schemes": {"neural": 1.0, "teleport": 1.0}}, r"unknown schemes \['teleport'\]"),
         ({"masking_schemes": {"neural": -1.0}}, r"probabilities must be >= 0"),
+        ({"behavior_normalization": "robust"}, r"behavior_normalization must be one of"),
     ],
 )
 def test_invalid_configs_name_fields_and_values(overrides, message):

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .configuration_neds import MTM_SCHEMES, NedsConfig
+from .configuration_neds import BEHAVIOR_NORMALIZATIONS, MTM_SCHEMES, NedsConfig
 from .masking import build_masks, validate_schemes
 
-NORMALIZATION_METHODS = ("minmax", "zscore", "none")
+NORMALIZATION_METHODS = BEHAVIOR_NORMALIZATIONS
 
 
 class DataCollatorForNedsMasking:
@@ -36,7 +36,7 @@ class DataCollatorForNedsMasking:
         normalization: per-session constants ``{session_id: {modality: {"mean", "std", "min",
             "max"}}}`` (the dataset's sessions table), applied to continuous behaviours.
         normalization_method: ``"minmax"`` (the reference's [0, 1] scaling), ``"zscore"`` or
-            ``"none"``.
+            ``"none"``; default: the model's `config.behavior_normalization`.
         neuron_regions: ``{session_id: [region of each neuron]}`` for the MtM region schemes.
         seed: seed of the collator's own generator (ignored when `generator` is given).
         generator: a `torch.Generator` to draw masks from.
@@ -51,7 +51,7 @@ class DataCollatorForNedsMasking:
         causal_mask_ratio: float | None = None,
         eval_protocol: str | None = None,
         normalization: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
-        normalization_method: str = "minmax",
+        normalization_method: str | None = None,
         neuron_regions: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
         generator: torch.Generator | None = None,
@@ -87,6 +87,8 @@ class DataCollatorForNedsMasking:
         ):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        if normalization_method is None:
+            normalization_method = config.behavior_normalization
         if normalization_method not in NORMALIZATION_METHODS:
             raise ValueError(
                 f"normalization_method must be one of {NORMALIZATION_METHODS}, got "

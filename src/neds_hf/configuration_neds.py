@@ -25,6 +25,9 @@ IBL_MODALITIES: tuple[dict[str, Any], ...] = (
     {"name": "block", "kind": "categorical", "num_classes": 3},
 )
 
+#: How continuous behaviours can be scaled (with per-session constants) before the model.
+BEHAVIOR_NORMALIZATIONS = ("minmax", "zscore", "none")
+
 #: NEDS multi-task masking schemes (sampled per trial by the collator).
 NEDS_SCHEMES = ("neural", "behavior", "within_spikes", "within_behavior", "cross_modal")
 #: MtM masking schemes for the spike-only configuration; their order is the prompt-token order.
@@ -160,6 +163,10 @@ class NedsConfig(PreTrainedConfig):
         causal_mask_ratio: mask ratio of the MtM causal scheme (0.6 in the reference).
         masking_schemes: training schemes and their probabilities; `None` means uniform over
             the NEDS schemes (or the MtM schemes when spikes are the only modality).
+        behavior_normalization: how continuous behaviours are scaled before they reach the
+            model, with the per-session constants of the dataset: ``"minmax"`` (to [0, 1], as
+            the reference), ``"zscore"`` or ``"none"``. Part of the model: predictions are in
+            these units.
     """
 
     model_type: ClassVar[str] = "neds"
@@ -188,6 +195,7 @@ class NedsConfig(PreTrainedConfig):
     mask_ratio: float | int = 0.3
     causal_mask_ratio: float | int = 0.6
     masking_schemes: dict[str, float] | None = None
+    behavior_normalization: str = "minmax"
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.modalities = [
@@ -239,6 +247,11 @@ class NedsConfig(PreTrainedConfig):
         if n_spikes != 1:
             errors.append(
                 f"modalities: exactly one modality of kind 'spikes' is needed, got {n_spikes}"
+            )
+        if self.behavior_normalization not in BEHAVIOR_NORMALIZATIONS:
+            errors.append(
+                f"behavior_normalization must be one of {BEHAVIOR_NORMALIZATIONS}, got "
+                f"{self.behavior_normalization!r}"
             )
         if self.use_prompt and not self.prompt_schemes:
             errors.append("use_prompt=True needs at least one entry in prompt_schemes")

@@ -126,7 +126,7 @@ def predict_session(
     trials: Sequence[Mapping[str, Any]],
     protocol: str,
     normalization: Mapping[str, Any] | None = None,
-    normalization_method: str = "minmax",
+    normalization_method: str | None = None,
     batch_size: int = 64,
 ) -> SessionPredictions:
     """Run one protocol over the trials of ONE session and collect targets and predictions."""
@@ -240,7 +240,7 @@ def evaluate_trials(
     normalization: Mapping[str, Any] | None = None,
     protocols: Sequence[str] = (PROTOCOL_ENCODING, PROTOCOL_DECODING),
     per_behavior_encoding: bool = False,
-    normalization_method: str = "minmax",
+    normalization_method: str | None = None,
     batch_size: int = 64,
     split: str = "test",
 ) -> EvaluationReport:
@@ -385,7 +385,7 @@ def evaluate_model(
     sessions: Sequence[str] | None = None,
     per_behavior_encoding: bool = False,
     region_probe_levels: Sequence[str] = (),
-    normalization_method: str = "minmax",
+    normalization_method: str | None = None,
     batch_size: int = 64,
 ) -> EvaluationReport:
     """Evaluate a model folder / Hub id on a built dataset (default: the sessions it knows)."""

@@ -42,6 +42,19 @@ FREEZE_MODES = ("none", "warmup", "all")
 SAMPLING_MODES = ("mixed", "single_session")
 MODES = ("pretrain", "finetune")
 KNOWN_MODALITIES = {spec["name"]: spec for spec in IBL_MODALITIES}
+#: Arguments that only shape a new model (a pretrained one brings its own).
+ARCHITECTURE_FIELDS = (
+    "modalities",
+    "spike_only",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "spike_stitcher_size",
+    "hidden_dropout",
+    "attention_dropout",
+    "embedding_dropout",
+)
 
 
 @dataclass
@@ -85,8 +98,9 @@ class NedsTrainingArguments:
     masking_schemes: list[str] | None = field(
         default=None, metadata={"help": "name=probability pairs, e.g. neural=1 cross_modal=2."}
     )
-    normalization_method: str = field(
-        default="minmax", metadata={"help": "minmax, zscore or none."}
+    normalization_method: str | None = field(
+        default=None,
+        metadata={"help": "minmax, zscore or none (default: minmax, or the pretrained model's)."},
     )
     # ---- fine-tuning
     freeze_encoder: str = field(
@@ -157,7 +171,7 @@ class NedsTrainingArguments:
             ("freeze_encoder", self.freeze_encoder, FREEZE_MODES),
             ("batch_sampling", self.batch_sampling, SAMPLING_MODES),
             ("report_to", self.report_to, ("tensorboard", "none")),
-            ("normalization_method", self.normalization_method, ("minmax", "zscore", "none")),
+            ("normalization_method", self.normalization_method, (None, "minmax", "zscore", "none")),
         ):
             if value not in allowed:
                 errors.append(f"{name} must be one of {list(allowed)}, got {value!r}")
@@ -292,6 +306,7 @@ def build_config(args: NedsTrainingArguments, sessions: Mapping[str, int]) -> Ne
         embedding_dropout=args.embedding_dropout,
         mask_ratio=args.mask_ratio,
         masking_schemes=args.scheme_probabilities(),
+        behavior_normalization=args.normalization_method or "minmax",
     )
     if args.spike_only:
         return NedsConfig.for_mtm(dict(sessions), **sizes)
@@ -507,6 +522,26 @@ def train(args: NedsTrainingArguments) -> TrainingResult:
         if args.masking_schemes is not None:
             model.config.masking_schemes = args.scheme_probabilities()
         model.config.mask_ratio = args.mask_ratio
+        pretrained_normalization = model.config.behavior_normalization
+        if args.normalization_method and args.normalization_method != pretrained_normalization:
+            logger.warning(
+                "fine-tuning with behaviour normalisation %r although %s was pretrained with %r",
+                args.normalization_method,
+                args.model_name_or_path,
+                pretrained_normalization,
+            )
+            model.config.behavior_normalization = args.normalization_method
+        ignored = [
+            f"{f.name}={getattr(args, f.name)!r}"
+            for f in dataclasses.fields(NedsTrainingArguments)
+            if f.name in ARCHITECTURE_FIELDS and getattr(args, f.name) != f.default
+        ]
+        if ignored:
+            logger.warning(
+                "the architecture comes from %s; ignoring %s",
+                args.model_name_or_path,
+                ", ".join(ignored),
+            )
     else:
         model = NedsForMaskedModeling(build_config(args, dataset_sessions))
     config = model.config
@@ -582,7 +617,6 @@ def train(args: NedsTrainingArguments) -> TrainingResult:
         schemes=args.scheme_probabilities(),
         mask_ratio=args.mask_ratio,
         normalization=train_data.normalization,
-        normalization_method=args.normalization_method,
         neuron_regions=train_data.neuron_regions,
     )
     collate = _SeededMasking(collator, args.seed, accelerator.process_index)
@@ -623,7 +657,6 @@ def train(args: NedsTrainingArguments) -> TrainingResult:
                 unwrapped,
                 eval_trials,
                 normalization=eval_data.normalization,
-                normalization_method=args.normalization_method,
                 batch_size=args.per_device_eval_batch_size,
                 split="validation",
             )
@@ -821,7 +854,6 @@ def _finalise(
         final_model,
         eval_trials,
         normalization=normalization,
-        normalization_method=args.normalization_method,
         batch_size=args.per_device_eval_batch_size,
         split="validation",
     )
