@@ -421,3 +421,40 @@ def test_process_count_mismatch_is_refused(synthetic_corpus, tmp_path, monkeypat
     ):
         train(tiny_args(synthetic_corpus, tmp_path / "run", max_steps=2))
     assert not (tmp_path / "run").exists()
+
+
+def test_early_stopping_and_push_to_hub(synthetic_corpus, tmp_path, monkeypatch):
+    from unittest import mock
+
+    from huggingface_hub import HfApi
+
+    uploads = []
+
+    def record_upload(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        uploads.append({**kwargs, "files": sorted(p.name for p in folder.iterdir())})
+        return mock.MagicMock(oid="0" * 40)
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: mock.MagicMock(repo_id=a[0]))
+    monkeypatch.setattr(HfApi, "upload_folder", record_upload)
+    # a zero learning rate never improves the validation score: patience 2 stops at step 3
+    result = train(
+        tiny_args(
+            synthetic_corpus,
+            tmp_path / "run",
+            max_steps=50,
+            eval_steps=1,
+            save_steps=100,
+            learning_rate=0.0,
+            early_stopping_patience=2,
+            push_to_hub=True,
+            hub_model_id="me/neds-tiny",
+            hub_token="hf_fake",
+        )
+    )
+    assert result.stopped_early and result.global_step == 3 and result.best_step == 1
+    assert (tmp_path / "run" / "checkpoint-3").is_dir()  # the stop is checkpointed
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/neds-tiny"
+    assert {"config.json", "model.safetensors", "modeling_neds.py", "README.md"} <= set(
+        uploads[0]["files"]
+    )
