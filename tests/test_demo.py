@@ -1,0 +1,155 @@
+"""End-to-end test of ``neds-hf demo`` (``neds_hf.demo.run_demo``) with tiny sizes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import yaml
+
+from neds_hf.demo import (
+    METHODS,
+    TABLE_METRICS,
+    add_demo_arguments,
+    prepare_output_dir,
+    run_demo,
+    run_demo_cli,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY = dict(
+    n_sessions=3,
+    n_heldout=1,
+    n_trials=60,
+    n_neurons=20,
+    hidden_size=32,
+    num_layers=1,
+    pretrain_steps=16,
+    finetune_steps=8,
+    batch_size=16,
+    seed=3,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One tiny demo run shared by the assertions below."""
+    output_dir = tmp_path_factory.mktemp("demo") / "out"
+    results = run_demo(output_dir, **TINY)
+    return output_dir, results
+
+
+def _card_metadata(readme_text: str) -> dict:
+    assert readme_text.startswith("---\n"), "the card must start with YAML front matter"
+    return yaml.safe_load(readme_text.split("---\n")[1])
+
+
+@pytest.mark.slow
+def test_demo_writes_report_with_every_method(demo_run):
+    output_dir, results = demo_run
+    report_dir = output_dir / "report"
+
+    table = (report_dir / "report.md").read_text()
+    for header in TABLE_METRICS.values():
+        assert header in table
+    for label in METHODS.values():
+        rows = [line for line in table.splitlines() if line.startswith(f"| {label} |")]
+        assert len(rows) == 1, f"no table row for {label}"
+        assert rows[0].count("|") == len(TABLE_METRICS) + 2
+    assert "neds-hf demo --output" in table  # the reproduce command
+
+    saved = json.loads((report_dir / "results.json").read_text())
+    oracle_bps = saved["methods"]["oracle"]["average"]["bps"]
+    assert math.isfinite(oracle_bps) and oracle_bps > 0
+    assert saved["methods"]["oracle"]["average"]["bps_pooled"] > 0
+    heldout = saved["sessions"]["heldout"]
+    assert len(heldout) == 1 and len(saved["sessions"]["pretrain"]) == 2
+    for method in ("neds_finetuned", "neds_scratch"):
+        average = saved["methods"][method]["average"]
+        for metric in TABLE_METRICS:
+            assert isinstance(average[metric], float), (method, metric)
+        assert set(saved["methods"][method]["per_session"]) == set(heldout)
+    for metric in ("bps", "bps_pooled"):
+        assert isinstance(saved["methods"]["linear_encoder"]["average"][metric], float)
+    for metric in ("wheel_speed_r2", "whisker_motion_energy_r2", "choice_balanced_accuracy"):
+        assert isinstance(saved["methods"]["linear_decoder"]["average"][metric], float)
+    # the oracle is an upper bound for encoders on the same trials
+    assert oracle_bps > saved["methods"]["linear_encoder"]["average"]["bps"]
+    # methods that do not apply are n/a (null in JSON)
+    assert saved["methods"]["oracle"]["average"]["wheel_speed_r2"] is None
+    assert saved["methods"]["linear_decoder"]["average"]["bps"] is None
+    training = saved["training"]
+    assert training["pretrain"]["global_step"] == TINY["pretrain_steps"]
+    assert training["finetune"]["global_step"] == training["scratch"]["global_step"] == 8
+    assert any("train/loss" in entry for entry in training["finetune"]["history"])
+    assert {
+        "synthetic_corpus",
+        "dataset",
+        "pretrain",
+        "finetune",
+        "scratch",
+        "evaluate",
+        "report",
+        "total",
+    } <= set(saved["timings_s"])
+    assert results["methods"]["oracle"]["average"]["bps"] == pytest.approx(oracle_bps)
+
+    for name in ("rates.png", "behavior.png", "training_curves.png"):
+        data = (report_dir / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 5000, name
+
+
+@pytest.mark.slow
+def test_demo_model_card_carries_test_results(demo_run):
+    output_dir, results = demo_run
+    model_dir = output_dir / "model"
+    assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
+    metadata = _card_metadata((model_dir / "README.md").read_text())
+    entries = metadata["model-index"][0]["results"]
+    values = {
+        (entry["task"]["type"], metric["name"]): metric["value"]
+        for entry in entries
+        for metric in entry["metrics"]
+    }
+    average = results["methods"]["neds_finetuned"]["average"]
+    assert values[("neural-encoding", "bits per spike")] == pytest.approx(average["bps"])
+    assert values[("neural-decoding", "wheel speed R²")] == pytest.approx(average["wheel_speed_r2"])
+    assert all(
+        e["dataset"]["split"] == "test" and e["dataset"]["type"] == "neds-synthetic"
+        for e in entries
+    )
+
+    from neds_hf import NedsForMaskedModeling
+
+    model = NedsForMaskedModeling.from_pretrained(model_dir)
+    assert model.config.session_ids == results["sessions"]["heldout"]
+
+
+def test_existing_output_dir_needs_overwrite(tmp_path, capsys):
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "keep.txt").write_text("user file")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run_demo(output_dir, **TINY)
+
+    parser = add_demo_arguments(argparse.ArgumentParser())
+    assert run_demo_cli(parser.parse_args(["--output", str(output_dir)])) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+
+    (output_dir / "report").mkdir()
+    (output_dir / "report" / "report.md").write_text("old")
+    prepare_output_dir(output_dir, overwrite=True)
+    assert not (output_dir / "report").exists()  # demo folders are replaced
+    assert (output_dir / "keep.txt").read_text() == "user file"  # other files are kept
+
+
+def test_bad_settings_are_rejected_before_writing(tmp_path):
+    output_dir = tmp_path / "out"
+    with pytest.raises(ValueError, match="held-out session"):
+        run_demo(output_dir, **{**TINY, "n_heldout": 3})
+    with pytest.raises(ValueError, match="pretrain_steps must be >= 1"):
+        run_demo(output_dir, **{**TINY, "pretrain_steps": 0})
+    assert not output_dir.exists()
