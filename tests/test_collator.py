@@ -71,7 +71,9 @@ NORMALIZATION = {
 
 def test_padding_session_index_and_behaviour_tensors():
     examples = trials(3)
-    batch = DataCollatorForNedsMasking(config(), normalization=NORMALIZATION, seed=0)(examples)
+    batch = DataCollatorForNedsMasking(
+        config(), normalization=NORMALIZATION, normalization_method="minmax", seed=0
+    )(examples)
     assert batch["spikes"].shape == (3, NUM_BINS, 11) and batch["spikes"].dtype == torch.float32
     assert batch["session_index"].tolist() == [0, 1, 0]
     np.testing.assert_array_equal(batch["spikes"][0, :, :6].numpy(), examples[0]["spikes"].T)
@@ -86,10 +88,15 @@ def test_padding_session_index_and_behaviour_tensors():
         (examples[2]["whisker_motion_energy"] - 1.0) / 2.0,
         rtol=1e-6,
     )
-    # the default method is the model's: a z-scoring model gets z-scored behaviour
-    zscored = DataCollatorForNedsMasking(
-        config(behavior_normalization="zscore"), normalization=NORMALIZATION
-    )(examples)
+    # the default method is the model's (z-scoring by default)
+    zscored = DataCollatorForNedsMasking(config(), normalization=NORMALIZATION)(examples)
+    minmax_model = config(behavior_normalization="minmax")
+    assert torch.equal(
+        DataCollatorForNedsMasking(minmax_model, normalization=NORMALIZATION)(examples)[
+            "behavior_values"
+        ],
+        batch["behavior_values"],
+    )
     np.testing.assert_allclose(
         zscored["behavior_values"][1, :, 1].numpy(),
         (examples[1]["whisker_motion_energy"] - 2.0) / 0.5,

@@ -173,7 +173,7 @@ def test_pretraining_run(pretrained, synthetic_corpus):
     assert {"bps", "wheel_speed_r2", "choice_balanced_accuracy", "avg"} <= metrics
     loaded = NedsForMaskedModeling.from_pretrained(output_dir / "model")
     assert loaded.config.session_ids == synthetic_corpus["pretrain_eids"]
-    assert loaded.config.behavior_normalization == "minmax"
+    assert loaded.config.behavior_normalization == "zscore"
     assert list(output_dir.glob("neds/**/events.out.tfevents.*")), "no tensorboard events"
     # one-cycle schedule: warm-up over 15 % of the steps, then cosine decay
     rates = {

@@ -35,7 +35,7 @@ class DataCollatorForNedsMasking:
         eval_protocol: a fixed evaluation protocol instead of random schemes.
         normalization: per-session constants ``{session_id: {modality: {"mean", "std", "min",
             "max"}}}`` (the dataset's sessions table), applied to continuous behaviours.
-        normalization_method: ``"minmax"`` (the reference's [0, 1] scaling), ``"zscore"`` or
+        normalization_method: ``"zscore"``, ``"minmax"`` (the reference's [0, 1] scaling) or
             ``"none"``; default: the model's `config.behavior_normalization`.
         neuron_regions: ``{session_id: [region of each neuron]}`` for the MtM region schemes.
         seed: seed of the collator's own generator (ignored when `generator` is given).

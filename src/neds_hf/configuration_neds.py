@@ -164,9 +164,12 @@ class NedsConfig(PreTrainedConfig):
         masking_schemes: training schemes and their probabilities; `None` means uniform over
             the NEDS schemes (or the MtM schemes when spikes are the only modality).
         behavior_normalization: how continuous behaviours are scaled before they reach the
-            model, with the per-session constants of the dataset: ``"minmax"`` (to [0, 1], as
-            the reference), ``"zscore"`` or ``"none"``. Part of the model: predictions are in
-            these units.
+            model, with the per-session constants of the dataset (train split): ``"zscore"``
+            (default), ``"minmax"`` (to [0, 1], as the reference code) or ``"none"``. Part of
+            the model: its behaviour predictions are in these units. Z-scoring is the default
+            because min-max scaling squeezes heavy-tailed wheel speed near 0 and makes the
+            behaviour losses ~100x smaller than the spike loss; on the synthetic corpus it
+            lifts decoding R² from ~0 to ~0.7-0.9 at equal steps (see the README).
     """
 
     model_type: ClassVar[str] = "neds"
@@ -195,7 +198,7 @@ class NedsConfig(PreTrainedConfig):
     mask_ratio: float | int = 0.3
     causal_mask_ratio: float | int = 0.6
     masking_schemes: dict[str, float] | None = None
-    behavior_normalization: str = "minmax"
+    behavior_normalization: str = "zscore"
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.modalities = [

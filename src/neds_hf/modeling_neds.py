@@ -1086,6 +1086,35 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 losses[spec["name"]] = per_bin.sum() / scored.sum().clamp_min(1)
         return losses
 
+    @torch.no_grad()
+    def set_baseline_rates(self, mean_counts: Mapping[str, Sequence[float] | torch.Tensor]) -> None:
+        """Start each neuron's readout at its mean count per bin: bias = log(mean count).
+
+        A fresh readout predicts one spike per bin for every neuron, far above typical rates, and
+        learning the right offset takes hundreds of steps; starting from the data's mean rates
+        lets training work on structure from the first step. `mean_counts` maps session ids to
+        per-neuron mean counts per bin; other sessions are left as they are.
+        """
+        table = self.spike_readout.session_neurons
+        counts = list(self.config.sessions.values())
+        for session_id, values in mean_counts.items():
+            if session_id not in self.config.sessions:
+                raise ValueError(
+                    f"set_baseline_rates: session {session_id!r} is unknown to the model"
+                )
+            row = self.config.session_ids.index(session_id)
+            values = torch.as_tensor(values, dtype=torch.float64).flatten()
+            if values.numel() != counts[row]:
+                raise ValueError(
+                    f"set_baseline_rates: session {session_id} has {counts[row]} neurons, got "
+                    f"{values.numel()} mean counts"
+                )
+            start = sum(counts[:row])
+            bias = torch.log(values.clamp_min(1e-4)).to(table.neuron_weight.dtype)
+            table.neuron_weight[start : start + counts[row], -1] = bias.to(
+                table.neuron_weight.device
+            )
+
     # ---------------------------------------------------------------------------------------
     # Convenience for users
     def _placeholder_behavior(

@@ -100,13 +100,17 @@ class NedsTrainingArguments:
     )
     normalization_method: str | None = field(
         default=None,
-        metadata={"help": "minmax, zscore or none (default: minmax, or the pretrained model's)."},
+        metadata={"help": "zscore, minmax or none (default: zscore, or the pretrained model's)."},
     )
     # ---- fine-tuning
     freeze_encoder: str = field(
         default="none", metadata={"help": "none, warmup (for freeze_warmup_steps) or all."}
     )
     freeze_warmup_steps: int = 0
+    init_baseline_rates: bool = field(
+        default=True,
+        metadata={"help": "Start new sessions' readouts at each neuron's mean training rate."},
+    )
     keep_pretrained_sessions: bool = field(
         default=False,
         metadata={"help": "Keep the pretraining sessions' parameters when fine-tuning."},
@@ -306,13 +310,26 @@ def build_config(args: NedsTrainingArguments, sessions: Mapping[str, int]) -> Ne
         embedding_dropout=args.embedding_dropout,
         mask_ratio=args.mask_ratio,
         masking_schemes=args.scheme_probabilities(),
-        behavior_normalization=args.normalization_method or "minmax",
+        behavior_normalization=args.normalization_method or NedsConfig.behavior_normalization,
     )
     if args.spike_only:
         return NedsConfig.for_mtm(dict(sessions), **sizes)
     names = args.modalities or list(KNOWN_MODALITIES)
     modalities = [dict(KNOWN_MODALITIES[name]) for name in KNOWN_MODALITIES if name in names]
     return NedsConfig(modalities=modalities, sessions=dict(sessions), **sizes)
+
+
+def mean_counts_per_bin(trials: Any, session_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each neuron's mean spike count per bin over a trial dataset, ``{session_id: (N,)}``."""
+    means = {}
+    indices = trials.session_indices()
+    for session_id in session_ids:
+        rows = indices[session_id]
+        if len(rows) == 0:
+            raise ValueError(f"session {session_id} has no training trials")
+        spikes = [np.asarray(trials[int(i)]["spikes"], dtype=np.float64) for i in rows]  # (N, T)
+        means[session_id] = np.mean([trial.mean(-1) for trial in spikes], axis=0)  # (N,)
+    return means
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -511,10 +528,10 @@ def train(args: NedsTrainingArguments) -> TrainingResult:
             if known is not None and known != count:
                 raise ValueError(
                     f"session {session_id}: the pretrained model has {known} neurons for it but "
-                    "the "
-                    f"dataset has {count}; the datasets differ (other preprocessing parameters?)"
+                    f"the dataset has {count}; the datasets differ (other preprocessing "
+                    "parameters?)"
                 )
-        model.add_sessions(
+        fresh_sessions = model.add_sessions(
             {s: n for s, n in dataset_sessions.items() if s not in model.config.sessions}
         )
         if not args.keep_pretrained_sessions:
@@ -544,6 +561,9 @@ def train(args: NedsTrainingArguments) -> TrainingResult:
             )
     else:
         model = NedsForMaskedModeling(build_config(args, dataset_sessions))
+        fresh_sessions = list(dataset_sessions)
+    if args.init_baseline_rates and fresh_sessions:
+        model.set_baseline_rates(mean_counts_per_bin(train_data, fresh_sessions))
     config = model.config
     for spec in config.behavior_modalities:
         if spec["name"] not in features:
