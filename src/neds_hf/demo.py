@@ -87,8 +87,7 @@ DEMO_MASKING_SCHEMES = (
     "within_spikes=0.5",
     "within_behavior=0.5",
 )
-#: Dropout of the demo's models: none, for short runs on small data (with dropout the runs
-#: stay longer on the initial plateau where every neuron is predicted at its mean rate).
+#: Dropout of the demo's models: none, as the runs are short and the corpus small.
 DEMO_DROPOUT = 0.0
 #: Model-index fields of the demo's test results.
 DATASET_TYPE = "neds-synthetic"
@@ -1177,6 +1176,12 @@ def run_demo_cli(args: argparse.Namespace) -> int:
             level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     logging.getLogger("neds_hf").setLevel(logging.INFO)
+    # keep the output to the demo's stages and training bars, not every file written or read
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     settings = {key: getattr(args, key) for key in DEMO_DEFAULTS}
     try:
         check_demo_settings(**{k: v for k, v in settings.items() if k != "seed"})
