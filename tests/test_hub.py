@@ -967,3 +967,24 @@ def test_download_round_trip_through_local_hub(olah_hub, tmp_path):
             assert downloaded["rows"][config_name][split] == local[split].to_list()
     assert downloaded["rows"]["default_train_len"] == 8
     assert len(downloaded["rows"]["sess-a"]["train"]) == 4
+
+
+def test_local_paths_are_not_hub_metadata(tmp_path):
+    import yaml
+
+    from neds_hf import NedsConfig
+    from neds_hf.hub import is_hub_id, render_model_card
+
+    assert (
+        is_hub_id("org/neds-sessions") and not is_hub_id(str(tmp_path)) and not is_hub_id("./data")
+    )
+    config = NedsConfig(hidden_size=32, num_attention_heads=4, sessions={"s": 3})
+    card = str(
+        render_model_card(
+            config, repo_id="me/m", datasets=["org/ds", str(tmp_path)], base_model=str(tmp_path)
+        )
+    )
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert metadata["datasets"] == ["org/ds"] and "base_model" not in metadata
+    assert f"`{tmp_path}` (local)" in card and "https://huggingface.co/datasets/org/ds" in card
+    assert f"https://huggingface.co/datasets/{tmp_path}" not in card

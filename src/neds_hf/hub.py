@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -210,6 +211,13 @@ def _count_parameters(model_or_config: PreTrainedModel | NedsConfig, config: Ned
     return sum(parameter.numel() for parameter in skeleton.parameters())
 
 
+def is_hub_id(name: str | None) -> bool:
+    """Whether a name is a Hub repo id (``org/name``) rather than a local path."""
+    if not name or os.path.exists(name) or name.startswith((".", "/", "~")):
+        return False
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", name) is not None
+
+
 def _mentions_synthetic(datasets: Sequence[str], training_config: Any) -> bool:
     text = " ".join(datasets) + " " + json.dumps(training_config or {}, default=str)
     return "synthetic" in text.lower()
@@ -263,8 +271,9 @@ def render_model_card(
         license="mit",
         pipeline_tag="feature-extraction",
         tags=tags,
-        datasets=datasets or None,
-        base_model=base_model,
+        # the Hub's metadata only accepts repo ids; local paths stay in the card's text
+        datasets=[d for d in datasets if is_hub_id(d)] or None,
+        base_model=base_model if is_hub_id(base_model) else None,
         model_name=model_name,
         eval_results=results or None,
     )
@@ -313,7 +322,11 @@ def render_model_card(
         else "NEDS (Neural Encoding and Decoding at Scale)",
         is_mtm=is_mtm,
         base_model=base_model,
-        datasets=datasets,
+        base_model_is_hub_id=is_hub_id(base_model),
+        datasets=[
+            {"name": d, "url": f"https://huggingface.co/datasets/{d}" if is_hub_id(d) else None}
+            for d in datasets
+        ],
         num_parameters=_count_parameters(model_or_config, config),
         num_time_bins=config.num_time_bins,
         modalities=modalities,

@@ -863,7 +863,9 @@ def _finalise(
     best = output_dir / "best"
     final_model = NedsForMaskedModeling.from_pretrained(best) if best.is_dir() else model
     model_dir = output_dir / "model"
-    training_config = {k: v for k, v in dataclasses.asdict(args).items() if k != "hub_token"}
+    # a fine-tuned model's architecture is its base model's: leave out the unused flags
+    skipped = {"hub_token"} | (set(ARCHITECTURE_FIELDS) if args.model_name_or_path else set())
+    training_config = {k: v for k, v in dataclasses.asdict(args).items() if k not in skipped}
     training_config.update(
         global_step=state["global_step"],
         best_step=state["best_step"],
