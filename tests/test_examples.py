@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from neds_hf.training import ARCHITECTURE_FIELDS
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 CONFIG_DIR = EXAMPLES / "configs"
@@ -29,18 +31,7 @@ CONFIG_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
 NEDS_LAYER_PARAMETERS = 527_104
 MTM_LAYER_PARAMETERS = 2_102_784
 #: Size keys that are read only when a new model is built (not when fine-tuning).
-ARCHITECTURE_KEYS = {
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "spike_stitcher_size",
-    "hidden_dropout",
-    "attention_dropout",
-    "embedding_dropout",
-    "spike_only",
-    "modalities",
-}
+ARCHITECTURE_KEYS = set(ARCHITECTURE_FIELDS)
 FLOAT = r"(-?\d+\.\d+|n/a)"
 
 

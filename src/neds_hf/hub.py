@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -537,16 +538,23 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def run_push(args: argparse.Namespace) -> int:
-    """Run ``neds-hf push`` from parsed arguments; prints the commit URL and returns 0."""
-    eval_results = load_eval_results(args.eval_results) if args.eval_results else None
-    commit = push_model_to_hub(
-        args.model_dir,
-        args.repo_id,
-        token=args.token,
-        private=args.private,
-        commit_message=args.commit_message,
-        eval_results=eval_results,
-    )
+    """Run ``neds-hf push`` from parsed arguments; prints the commit URL.
+
+    Returns 0, or 2 (with the reason on stderr) when the folder or the arguments are invalid.
+    """
+    try:
+        eval_results = load_eval_results(args.eval_results) if args.eval_results else None
+        commit = push_model_to_hub(
+            args.model_dir,
+            args.repo_id,
+            token=args.token,
+            private=args.private,
+            commit_message=args.commit_message,
+            eval_results=eval_results,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"pushed {args.model_dir} to {args.repo_id}: {getattr(commit, 'commit_url', commit)}")
     return 0
 
