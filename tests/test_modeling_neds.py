@@ -643,3 +643,19 @@ def test_predict_neural_activity_and_behavior(model):
     torch.testing.assert_close(decoded["choice"].sum(-1), torch.ones(2))
     with pytest.raises(ValueError, match="unknown modalities"):
         model.predict_neural_activity(batch["session_index"], visible_behaviors=["pupil"])
+
+
+def test_encoding_without_behaviour_hides_it(model):
+    batch = make_batch(model.config, [0, 1], seed=16)
+    rates = model.predict_neural_activity(batch["session_index"])
+    hidden = model(
+        torch.zeros(2, NUM_BINS, 9),
+        batch["session_index"],
+        batch["behavior_values"] * 0 + 5.0,
+        batch["behavior_labels"],
+        spike_mask=torch.ones(2, NUM_BINS, 9, dtype=torch.bool),
+        behavior_mask=torch.ones(2, NUM_BINS, 4, dtype=torch.bool),
+    )
+    torch.testing.assert_close(rates[0, :, :5], hidden.spike_log_rates[0, :, :5].exp())
+    with pytest.raises(ValueError, match="need their values"):
+        model.predict_neural_activity(batch["session_index"], visible_behaviors=["choice"])

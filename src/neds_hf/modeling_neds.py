@@ -1147,15 +1147,28 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
     ) -> torch.Tensor:
         """Encoding: firing rates (counts per bin) `(B, T, N)` from behaviour alone.
 
-        All spikes are hidden; the behaviours in `visible_behaviors` (default: all) are shown and
-        the others hidden. Runs in eval mode (dropout off) and restores the previous mode.
+        All spikes are hidden; the behaviours in `visible_behaviors` (default: every behaviour
+        whose tensor is given) are shown and the others hidden, so leaving out `behavior_values`
+        or `behavior_labels` hides those modalities rather than showing zeros. Runs in eval mode
+        (dropout off) and restores the previous mode.
         """
         config = self.config
         names = [spec["name"] for spec in config.behavior_modalities]
-        visible = names if visible_behaviors is None else list(visible_behaviors)
+        given = [
+            spec["name"]
+            for spec in config.behavior_modalities
+            if (behavior_values if spec["kind"] == "continuous" else behavior_labels) is not None
+        ]
+        visible = given if visible_behaviors is None else list(visible_behaviors)
         unknown = sorted(set(visible) - set(names))
         if unknown:
             raise ValueError(f"visible_behaviors: unknown modalities {unknown}; known: {names}")
+        missing = sorted(set(visible) - set(given))
+        if missing:
+            raise ValueError(
+                f"visible_behaviors {missing} need their values: pass behavior_values / "
+                "behavior_labels"
+            )
         device = self.device
         session_index = session_index.to(device)
         counts = self.neds.spike_stitcher.session_neurons.neuron_counts[session_index]
