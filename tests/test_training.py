@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -458,3 +459,36 @@ def test_early_stopping_and_push_to_hub(synthetic_corpus, tmp_path, monkeypatch)
     assert {"config.json", "model.safetensors", "modeling_neds.py", "README.md"} <= set(
         uploads[0]["files"]
     )
+
+
+def test_bf16_mixed_precision_run(synthetic_corpus, tmp_path):
+    """A bf16 run from the command line (its own process: Accelerate's state is per process)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")]
+    )
+    flags = {
+        "dataset": synthetic_corpus["dataset_dir"],
+        "output_dir": tmp_path / "bf16",
+        "mixed_precision": "bf16",
+        "max_steps": 3,
+        "logging_steps": 1,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "intermediate_size": 32,
+        "spike_stitcher_size": 16,
+        "report_to": "none",
+        "per_device_train_batch_size": 8,
+        "disable_progress_bar": True,
+    }
+    command = [sys.executable, "-m", "neds_hf.train"]
+    for name, value in flags.items():
+        command += [f"--{name}", str(value)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((tmp_path / "bf16" / "checkpoint-3" / "trainer_state.json").read_text())
+    losses = [entry["train/loss"] for entry in state["history"] if "train/loss" in entry]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    model = NedsForMaskedModeling.from_pretrained(tmp_path / "bf16" / "model")
+    assert model.dtype == torch.float32  # parameters stay fp32 under autocast
