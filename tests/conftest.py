@@ -30,3 +30,26 @@ def synthetic_corpus(tmp_path_factory) -> dict:
         "pretrain_eids": eids[:-1],
         "heldout_eids": eids[-1:],
     }
+
+
+@pytest.fixture(scope="session")
+def strict_warnings():
+    """A context manager in which every warning is an error (ALF revision, QC, hash and
+    cache-table warnings included), except pandas deprecations raised inside ONE itself."""
+    import contextlib
+    import warnings
+
+    import pandas as pd
+
+    @contextlib.contextmanager
+    def strict():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            # ONE 3.6 internals (e.g. One.search) use pandas keywords deprecated in pandas 3.1
+            # (`copy=`, `inplace`); those notices are not about our data
+            pandas4_warning = getattr(pd.errors, "Pandas4Warning", None)
+            if pandas4_warning is not None:
+                warnings.filterwarnings("ignore", category=pandas4_warning)
+            yield
+
+    return strict

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +16,6 @@ from neds_hf.data import synthetic as syn
 from neds_hf.data.errors import CorruptedFileError, MissingDataError, SessionNotFoundError
 
 SMALL = dict(n_trials=80, n_neurons_per_probe=20, first_block_trials=40)
-
-
-@contextlib.contextmanager
-def strict_warnings():
-    """Every warning is an error (ALF revision, QC, hash and cache-table warnings included)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        # ONE 3.6 internals use pandas keywords deprecated in pandas 3.1 (`copy=`, `inplace`);
-        # those deprecation notices are not about our data.
-        pandas4_warning = getattr(pd.errors, "Pandas4Warning", None)
-        if pandas4_warning is not None:
-            warnings.filterwarnings("ignore", category=pandas4_warning)
-        yield
 
 
 def _write(root: Path, sessions: list[syn.SyntheticSession]) -> None:
@@ -64,7 +49,7 @@ def loading_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded_two_probe(loading_cache):
+def loaded_two_probe(loading_cache, strict_warnings):
     with strict_warnings():
         one = ibl.make_one(loading_cache["root"])
         return ibl.load_session(one, loading_cache["two_probe"].eid)
@@ -151,7 +136,7 @@ def test_motion_energy_extra_timestamps_are_dropped_from_the_start(loading_cache
     assert np.median(np.diff(raw.motion_energy_times)) == pytest.approx(1 / 60, rel=0.02)
 
 
-def test_right_camera_fallback(loading_cache):
+def test_right_camera_fallback(loading_cache, strict_warnings):
     session = loading_cache["right_only"]
     with strict_warnings():
         raw = ibl.load_session(ibl.make_one(loading_cache["root"]), session.eid)
@@ -173,7 +158,7 @@ def test_right_camera_fallback(loading_cache):
         ("corrupted_spike_times", CorruptedFileError, ["spikes.times.npy"]),
     ],
 )
-def test_planted_faults_raise_named_errors(loading_cache, fault, error, words):
+def test_planted_faults_raise_named_errors(loading_cache, fault, error, words, strict_warnings):
     session = loading_cache["faulty"][fault]
     one = ibl.make_one(loading_cache["root"])
     with strict_warnings(), pytest.raises(error) as raised:
@@ -224,7 +209,7 @@ def _other_sorting(seed: int) -> syn.SyntheticProbe:
     return syn.generate_session(spec).probes[0]
 
 
-def test_collection_preference_iblsorter_over_pykilosort(tmp_path):
+def test_collection_preference_iblsorter_over_pykilosort(tmp_path, strict_warnings):
     session = _single_session_cache(tmp_path, seed=31)
     other = _other_sorting(seed=32)
     session_path = tmp_path / session.session_rel_path
@@ -251,7 +236,7 @@ def test_collection_preference_iblsorter_over_pykilosort(tmp_path):
         )
 
 
-def test_revision_selection(tmp_path, caplog):
+def test_revision_selection(tmp_path, caplog, strict_warnings):
     session = _single_session_cache(tmp_path, seed=41)  # unrevisioned pykilosort sorting
     revised = _other_sorting(seed=42)
     session_path = tmp_path / session.session_rel_path
@@ -330,7 +315,7 @@ def test_probe_without_sorting_is_reported_not_hidden(tmp_path):
     np.testing.assert_array_equal(raw.spike_times, session.probes[0].spike_times)
 
 
-def test_three_probes_use_cumulative_offsets(tmp_path):
+def test_three_probes_use_cumulative_offsets(tmp_path, strict_warnings):
     session = _single_session_cache(
         tmp_path, seed=91, n_probes=3, sorters=("pykilosort", "iblsorter", "")
     )

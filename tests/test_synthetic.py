@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +14,6 @@ import pytest
 from neds_hf.data import synthetic as syn
 
 SMALL = dict(n_trials=120, n_neurons_per_probe=24, first_block_trials=40)
-
-
-@contextlib.contextmanager
-def strict_warnings():
-    """Every warning is an error (ALF revision, QC, hash and cache-table warnings included)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        # ONE 3.6 internals (e.g. One.search) use pandas keywords deprecated in pandas 3.1
-        # (`copy=`, `inplace`); those deprecation notices are not about our data.
-        pandas4_warning = getattr(pd.errors, "Pandas4Warning", None)
-        if pandas4_warning is not None:
-            warnings.filterwarnings("ignore", category=pandas4_warning)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +58,7 @@ def test_eids_are_uuid5_of_the_session_path(corpus):
         assert syn.session_eid(identity["rel_path"]) == eid
 
 
-def test_one_local_round_trip_without_warnings(corpus, caplog):
+def test_one_local_round_trip_without_warnings(corpus, caplog, strict_warnings):
     from one.api import One
 
     root, eids, sessions = corpus
