@@ -63,24 +63,21 @@ TRAINING_COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="neds-hf",
-        description="NEDS (Neural Encoding and Decoding at Scale) for IBL Neuropixels data.",
-    )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in TRAINING_COMMANDS.items():
-        subparsers.add_parser(name, help=help_text, description=help_text, add_help=False)
-    for name, (module_name, add_arguments, _, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        getattr(importlib.import_module(module_name), add_arguments)(sub)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``neds-hf`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``neds-hf`` console script.
+
+    Ctrl-C ends any subcommand with one line and exit code 130 (the shell convention for
+    SIGINT); outputs are written atomically, so nothing half-written is left behind.
+    """
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        print("neds-hf: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+def _dispatch(argv: list[str]) -> int:
+    """Run the subcommand named by `argv[0]` with the rest of `argv`."""
     if argv and argv[0] in TRAINING_COMMANDS:
         from .training import main as training_main
 
@@ -100,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"neds-hf: unknown command {argv[0]!r}\n\n{message}")
     module_name, add_arguments, run, help_text = COMMANDS[argv[0]]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"neds-hf {argv[0]}", description=help_text)
+    parser = argparse.ArgumentParser(
+        prog=f"neds-hf {argv[0]}", description=help_text, allow_abbrev=False
+    )
     getattr(module, add_arguments)(parser)
     args = parser.parse_args(argv[1:])
     return int(getattr(module, run)(args) or 0)
