@@ -659,3 +659,15 @@ def test_encoding_without_behaviour_hides_it(model):
     torch.testing.assert_close(rates[0, :, :5], hidden.spike_log_rates[0, :, :5].exp())
     with pytest.raises(ValueError, match="need their values"):
         model.predict_neural_activity(batch["session_index"], visible_behaviors=["choice"])
+
+
+def test_freeze_encoder_freezes_exactly_the_shared_layers():
+    model = NedsForMaskedModeling(tiny_config())
+    encoder = {name for name, _ in model.encoder_parameters()}
+    assert encoder and all(".layers." in name or ".final_norm." in name for name in encoder)
+    assert not any(is_session_parameter(name) for name in encoder)
+    model.freeze_encoder()
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == encoder
+    model.freeze_encoder(False)
+    assert all(p.requires_grad for p in model.parameters())

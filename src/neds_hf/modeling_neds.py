@@ -435,6 +435,22 @@ class NedsPreTrainedModel(PreTrainedModel):
         """Names of the per-session parameters (their rows are stacked over sessions)."""
         return [name for name, _ in self.named_parameters() if is_session_parameter(name)]
 
+    def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The shared transformer encoder's parameters (its layers and final norm): what
+        fine-tuning freezes to keep pretrained dynamics while new sessions' stitchers adapt."""
+        backbone = self.base_model
+        prefix = "" if backbone is self else f"{self.base_model_prefix}."
+        return [
+            (f"{prefix}{part}.{name}", parameter)
+            for part in ("layers", "final_norm")
+            for name, parameter in getattr(backbone, part).named_parameters()
+        ]
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        """Stop (or restart, with ``frozen=False``) gradient updates of the shared encoder."""
+        for _, parameter in self.encoder_parameters():
+            parameter.requires_grad_(not frozen)
+
     def add_sessions(self, sessions: Mapping[str, int]) -> list[str]:
         """Add new sessions ``{session_id: n_neurons}`` with freshly initialised parameters.
 

@@ -571,9 +571,7 @@ def train(args: NedsTrainingArguments) -> TrainingResult:
                 f"the model predicts {spec['name']!r} but dataset {args.dataset} has no such column"
             )
     if args.freeze_encoder == "all":
-        for name, parameter in model.named_parameters():
-            if ".layers." in f".{name}" or "final_norm" in name:
-                parameter.requires_grad_(False)
+        model.freeze_encoder()
 
     fingerprint = run_fingerprint(args, config, accelerator.num_processes)
     checkpoint = resolve_checkpoint(args)
