@@ -85,3 +85,14 @@ def test_lock_from_another_host_is_not_taken(tmp_path):
     (tmp_path / ".run.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
     with pytest.raises(OutputLockedError, match=r"elsewhere\.example"):
         OutputLock(tmp_path / "run", "training").acquire()
+
+
+def test_lock_file_never_holds_a_token(tmp_path, monkeypatch):
+    secret = "hf_secret_value_123"
+    monkeypatch.setattr(
+        "sys.argv", ["neds-hf", "train", "--hub_token", secret, f"--hub_token={secret}", "--x", "1"]
+    )
+    with OutputLock(tmp_path / "run", "training") as lock:
+        text = lock.path.read_text()
+    assert secret not in text
+    assert "--hub_token <redacted> --hub_token=<redacted> --x 1" in text

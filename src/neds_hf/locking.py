@@ -28,6 +28,24 @@ class OutputLockedError(RuntimeError):
     """Another live process holds the lock of an output."""
 
 
+def _redacted_command(argv: list[str]) -> str:
+    """The command line with the value of any ``--...token...`` option hidden (a lock file is
+    readable by other users of the output folder; a token must never be written there)."""
+    words: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next:
+            words.append("<redacted>")
+            hide_next = False
+        elif word.startswith("--") and "token" in word.lower():
+            name, has_value, _ = word.partition("=")
+            words.append(f"{name}=<redacted>" if has_value else word)
+            hide_next = not has_value
+        else:
+            words.append(word)
+    return " ".join(words)
+
+
 def _process_alive(pid: int) -> bool:
     """Whether a process with this pid runs on this host."""
     try:
@@ -73,7 +91,7 @@ class OutputLock:
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "purpose": self.purpose,
-            "command": " ".join(sys.argv),
+            "command": _redacted_command(sys.argv),
         }
         for _ in range(2):
             try:
