@@ -132,7 +132,15 @@ def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
     from ..data.dataset import TRIAL_FEATURES, load_neds_dataset
     from ..data.training_data import NedsTrialDataset
 
-    trials = load_neds_dataset(args.dataset)
+    try:
+        trials = load_neds_dataset(args.dataset)
+    except (ConnectionError, FileNotFoundError) as error:
+        if Path(args.dataset).exists():
+            raise
+        raise FileNotFoundError(
+            f"dataset {args.dataset} is not a local folder and could not be loaded from the Hub "
+            f"({error}); {DATASET_LAYOUT}"
+        ) from None
     if "train" not in trials:
         raise ValueError(f"dataset {args.dataset} has no 'train' split (splits: {list(trials)})")
     features = trials["train"].features
