@@ -37,6 +37,7 @@ TINY = dict(
     report_to="none",
     disable_progress_bar=True,
     logging_steps=1,
+    num_threads=1,  # the same thread count in every run: resumed losses compare bit-close
 )
 
 

@@ -171,7 +171,8 @@ def check_resume_compatible(checkpoint: Path, fingerprint: Mapping[str, Any]) ->
 def _rng_state() -> dict[str, Any]:
     """This process's Python, NumPy and torch (CPU and CUDA) random states as JSON values."""
     version, internal, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    # the legacy global NumPy state is what libraries draw from: it is saved, not replaced
+    kind, keys, position, has_gauss, cached = np.random.get_state()  # noqa: NPY002
     state = {
         "python": [version, list(internal), gauss],
         "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],
@@ -188,12 +189,17 @@ def _set_rng_state(state: Mapping[str, Any], path: Path) -> None:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
         kind, keys, position, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+        numpy_state = (kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached)
+        np.random.set_state(numpy_state)  # noqa: NPY002
         torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
         if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+            torch.cuda.set_rng_state_all(
+                [torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]]
+            )
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointLoadError(f"checkpoint file {path} holds no valid random state: {error}")
+        raise CheckpointLoadError(
+            f"checkpoint file {path} holds no valid random state: {error}"
+        ) from None
 
 
 # =============================================================================================
@@ -243,7 +249,7 @@ def save_checkpoint(
         atomic_write_json(staging / TRAINER_STATE_FILE, dict(trainer_state), default=float)
         replace_directory(staging, final)
         checkpoints = list_checkpoints(output_dir)
-        for old in checkpoints[: -save_total_limit] if save_total_limit > 0 else []:
+        for old in checkpoints[:-save_total_limit] if save_total_limit > 0 else []:
             remove_directory(old)
     accelerator.wait_for_everyone()
     return final
@@ -255,7 +261,7 @@ def _load_torch_state(path: Path) -> Any:
         raise CheckpointLoadError(f"checkpoint file {path} is missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure is the file's fault here
+    except Exception as error:  # any failure to read it is the file's fault here
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise CheckpointLoadError(
             f"checkpoint file {path} could not be loaded safely: it is damaged or holds more "

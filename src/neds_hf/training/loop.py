@@ -452,8 +452,7 @@ class NedsTrainer:
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             logger.info(
-                "training %s: %d sessions, %d train / %d validation trials, %d steps of %d "
-                "trials",
+                "training %s: %d sessions, %d train / %d validation trials, %d steps of %d trials",
                 self.args.mode,
                 len(self.train_data.session_ids),
                 len(self.train_data),
