@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from training_helpers import tiny_args, train_losses
 
 from neds_hf import NedsConfig, NedsForMaskedModeling
 from neds_hf.training import (
@@ -25,35 +26,6 @@ from neds_hf.training import (
     push_trained_model,
     train,
 )
-
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=4,
-    intermediate_size=32,
-    spike_stitcher_size=16,
-    per_device_train_batch_size=8,
-    per_device_eval_batch_size=64,
-    report_to="none",
-    disable_progress_bar=True,
-    logging_steps=1,
-    num_threads=1,  # the same thread count in every run: resumed losses compare bit-close
-)
-
-
-def tiny_args(corpus: dict, output_dir: Path, **overrides) -> NedsTrainingArguments:
-    values = dict(
-        TINY,
-        output_dir=str(output_dir),
-        dataset=str(corpus["dataset_dir"]),
-        sessions=list(corpus["pretrain_eids"]),
-    )
-    values.update(overrides)
-    return NedsTrainingArguments(**values)
-
-
-def train_losses(history: list[dict]) -> dict[int, float]:
-    return {entry["step"]: entry["train/loss"] for entry in history if "train/loss" in entry}
 
 
 @pytest.fixture(scope="module")

@@ -9,41 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import losses
+from training_helpers import tiny_args as tiny_run
 
 from neds_hf.training import NedsTrainingArguments, TrainingResult, configure_threads, train
 from neds_hf.training.entry_point import final_message
 
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=4,
-    intermediate_size=32,
-    spike_stitcher_size=16,
-    per_device_train_batch_size=8,
-    report_to="none",
-    disable_progress_bar=True,
-    logging_steps=1,
-    num_threads=1,
-    learning_rate=3e-3,
-    hidden_dropout=0.2,
-    attention_dropout=0.2,
-    embedding_dropout=0.1,
-)
+#: Dropout on, so that the options are compared with their random draws.
+DROPOUT = dict(learning_rate=3e-3, hidden_dropout=0.2, attention_dropout=0.2, embedding_dropout=0.1)
 
 
 def tiny_args(corpus: dict, output_dir: Path, **overrides) -> NedsTrainingArguments:
-    values = dict(
-        TINY,
-        output_dir=str(output_dir),
-        dataset=str(corpus["dataset_dir"]),
-        sessions=list(corpus["pretrain_eids"]),
-    )
-    values.update(overrides)
-    return NedsTrainingArguments(**values)
-
-
-def losses(result: TrainingResult) -> list[float]:
-    return [e["train/loss"] for e in result.history if "train/loss" in e]
+    return tiny_run(corpus, output_dir, **{**DROPOUT, **overrides})
 
 
 @pytest.fixture

@@ -2,24 +2,19 @@
 
 Parses the arguments, trains, pushes the model folder to the Hub when ``--push_to_hub`` is
 set (training itself never uploads), and ends with one line saying which step's weights were
-saved. A bad argument, dataset or checkpoint ends with one ``error:`` line and exit code 2.
+saved. A bad argument, dataset or checkpoint raises an error whose message names it.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..locking import OutputLockedError
 from .arguments import NedsTrainingArguments, parse_training_args
 from .loop import TrainingResult, train
 
-__all__ = ["USER_ERRORS", "final_message", "main", "push_trained_model"]
-
-#: Errors that are the user's input (arguments, dataset, checkpoint, output folder in use).
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, OutputLockedError)
+__all__ = ["final_message", "main", "push_trained_model"]
 
 
 def push_trained_model(args: NedsTrainingArguments, result: TrainingResult) -> Any:
@@ -53,17 +48,10 @@ def main(argv: Sequence[str] | None = None, mode: str | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        args = parse_training_args(argv, mode=mode)
-        result = train(args)
-        if args.push_to_hub:
-            commit = push_trained_model(args, result)
-            if commit is not None:
-                print(f"pushed {result.model_dir} to {args.hub_model_id}")
-    except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    args = parse_training_args(argv, mode=mode)
+    result = train(args)
+    if args.push_to_hub and push_trained_model(args, result) is not None:
+        print(f"pushed {result.model_dir} to {args.hub_model_id}")
     if result.model_dir:
         print(final_message(result))
     return 0
