@@ -282,3 +282,31 @@ def test_hub_token_is_never_written(synthetic_corpus, tmp_path, monkeypatch, cap
     leaks = [str(p) for p in files if token.encode() in p.read_bytes()]
     assert leaks == []
     assert token not in captured.out + captured.err + caplog.text
+
+
+# =============================================================================================
+# A run that fails while writing its final model keeps the previous model
+# =============================================================================================
+
+
+def test_failed_final_write_keeps_the_previous_model(
+    checkpoint_run, synthetic_corpus, tmp_path, monkeypatch
+):
+    import neds_hf.hub
+
+    output_dir = tmp_path / "run"
+    shutil.copytree(checkpoint_run, output_dir)
+    before = {p.name: p.read_bytes() for p in (output_dir / "model").iterdir()}
+    real_save = neds_hf.hub.save_model_with_card
+
+    def save_then_fail(model, folder, **kwargs):
+        real_save(model, folder, **kwargs)  # a half-finished write: files there, then an error
+        raise OSError("disk full")
+
+    monkeypatch.setattr(neds_hf.hub, "save_model_with_card", save_then_fail)
+    args = tiny_args(synthetic_corpus, output_dir, max_steps=1, overwrite_output_dir=True)
+    with pytest.raises(OSError, match="disk full"):
+        train(args)
+    after = {p.name: p.read_bytes() for p in (output_dir / "model").iterdir()}
+    assert after == before
+    assert not [p.name for p in output_dir.iterdir() if p.name.startswith(".")]
