@@ -143,7 +143,12 @@ def test_bad_dataset_is_described(make, error, message, tmp_path, no_data_loadin
 
 
 def test_unreachable_hub_dataset_is_described(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+    import huggingface_hub
+
+    # offline, read where the libraries read it (their import-time constants)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.chdir(tmp_path)  # no local folder of that name
     args = NedsTrainingArguments(output_dir="o", dataset="no-such-org/no-such-dataset", **TINY)
     with pytest.raises(FileNotFoundError, match="not a local folder and could not be loaded") as e:
