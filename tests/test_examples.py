@@ -68,25 +68,12 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def tiny_model_dir(synthetic_corpus, tmp_path_factory) -> Path:
     """A tiny NEDS trained for 5 steps on the pretraining sessions of the shared corpus."""
-    from neds_hf.training import NedsTrainingArguments, train
+    from training_helpers import tiny_args
+
+    from neds_hf.training import train
 
     output_dir = tmp_path_factory.mktemp("tiny_run")
-    result = train(
-        NedsTrainingArguments(
-            output_dir=str(output_dir),
-            dataset=str(synthetic_corpus["dataset_dir"]),
-            sessions=list(synthetic_corpus["pretrain_eids"]),
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            intermediate_size=32,
-            spike_stitcher_size=16,
-            max_steps=5,
-            per_device_train_batch_size=8,
-            report_to="none",
-            disable_progress_bar=True,
-        )
-    )
+    result = train(tiny_args(synthetic_corpus, output_dir, max_steps=5))
     assert result.global_step == 5
     return Path(result.model_dir)
 

@@ -16,37 +16,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from training_helpers import tiny_args, train_losses
 
 from neds_hf import NedsConfig, NedsForMaskedModeling
-from neds_hf.training import NedsTrainingArguments, parameter_groups, parse_training_args, train
-
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=4,
-    intermediate_size=32,
-    spike_stitcher_size=16,
-    per_device_train_batch_size=8,
-    per_device_eval_batch_size=64,
-    report_to="none",
-    disable_progress_bar=True,
-    logging_steps=1,
+from neds_hf.training import (
+    NedsTrainingArguments,
+    parameter_groups,
+    parse_training_args,
+    push_trained_model,
+    train,
 )
-
-
-def tiny_args(corpus: dict, output_dir: Path, **overrides) -> NedsTrainingArguments:
-    values = dict(
-        TINY,
-        output_dir=str(output_dir),
-        dataset=str(corpus["dataset_dir"]),
-        sessions=list(corpus["pretrain_eids"]),
-    )
-    values.update(overrides)
-    return NedsTrainingArguments(**values)
-
-
-def train_losses(history: list[dict]) -> dict[int, float]:
-    return {entry["step"]: entry["train/loss"] for entry in history if "train/loss" in entry}
 
 
 @pytest.fixture(scope="module")
@@ -439,22 +418,24 @@ def test_early_stopping_and_push_to_hub(synthetic_corpus, tmp_path, monkeypatch)
     monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: mock.MagicMock(repo_id=a[0]))
     monkeypatch.setattr(HfApi, "upload_folder", record_upload)
     # a zero learning rate never improves the validation score: patience 2 stops at step 3
-    result = train(
-        tiny_args(
-            synthetic_corpus,
-            tmp_path / "run",
-            max_steps=50,
-            eval_steps=1,
-            save_steps=100,
-            learning_rate=0.0,
-            early_stopping_patience=2,
-            push_to_hub=True,
-            hub_model_id="me/neds-tiny",
-            hub_token="hf_fake",
-        )
+    args = tiny_args(
+        synthetic_corpus,
+        tmp_path / "run",
+        max_steps=50,
+        eval_steps=1,
+        save_steps=100,
+        learning_rate=0.0,
+        early_stopping_patience=2,
+        push_to_hub=True,
+        hub_model_id="me/neds-tiny",
+        hub_token="hf_fake",
     )
+    result = train(args)
     assert result.stopped_early and result.global_step == 3 and result.best_step == 1
+    assert result.model_step == 1  # the best step's weights are the model
     assert (tmp_path / "run" / "checkpoint-3").is_dir()  # the stop is checkpointed
+    assert uploads == []  # training never uploads: the entry point pushes after it
+    push_trained_model(args, result)
     assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/neds-tiny"
     assert {"config.json", "model.safetensors", "modeling_neds.py", "README.md"} <= set(
         uploads[0]["files"]

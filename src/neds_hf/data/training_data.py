@@ -146,7 +146,12 @@ class SessionBatchSampler(Sampler[list[int]]):
     its start (or, with ``drop_last``, the surplus batches are dropped), so every rank runs the
     same number of steps. With Accelerate, either give this sampler ``num_replicas=1`` and let
     ``accelerator.prepare`` shard whole batches, or shard here and skip the dataloader in
-    ``prepare``; do not shard twice.
+    ``prepare``; do not shard twice. neds_hf's training shards here: accelerate's
+    ``BatchSamplerShard`` would deal batches out the same way, but only through
+    ``accelerator.prepare(dataloader)``, whose ``DataLoaderShard`` also takes over device
+    placement and re-synchronises the loader's random generator from rank 0 every epoch;
+    the batch order a run (and its exact resume) depends on stays defined in this one class,
+    which also serves plain ``torch.distributed`` users.
 
     Args:
         item_session_ids: session id of every dataset item, or a :class:`NedsTrialDataset`.

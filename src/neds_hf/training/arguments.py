@@ -1,0 +1,418 @@
+"""The arguments of a NEDS training run: one dataclass shared by YAML files and command lines.
+
+The model-shaping arguments are not written out here: they are generated from the fields of
+:class:`~neds_hf.configuration_neds.NedsConfig` listed in :data:`CONFIG_ARGUMENT_FIELDS` (same
+name, type, default and help text), so a size added to or changed in the configuration reaches
+the command line without a second copy. Which arguments must never be written anywhere
+(:data:`SECRET_FIELDS`) is decided here too, in :func:`redacted_arguments`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..configuration_neds import IBL_MODALITIES, NedsConfig
+
+__all__ = [
+    "ARCHITECTURE_FIELDS",
+    "CONFIG_ARGUMENT_FIELDS",
+    "FREEZE_MODES",
+    "KNOWN_MODALITIES",
+    "MODES",
+    "REDACTED",
+    "SAMPLING_MODES",
+    "SECRET_FIELDS",
+    "NedsTrainingArguments",
+    "parse_training_args",
+    "redacted_arguments",
+]
+
+FREEZE_MODES = ("none", "warmup", "all")
+SAMPLING_MODES = ("mixed", "single_session")
+MODES = ("pretrain", "finetune")
+KNOWN_MODALITIES = {spec["name"]: spec for spec in IBL_MODALITIES}
+
+#: NedsConfig fields a run can set; each becomes an argument of the same name and default.
+CONFIG_ARGUMENT_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "spike_stitcher_size",
+    "hidden_dropout",
+    "attention_dropout",
+    "embedding_dropout",
+    "mask_ratio",
+)
+#: Arguments that only shape a new model (a pretrained one brings its own).
+ARCHITECTURE_FIELDS = (
+    "modalities",
+    "spike_only",
+    *(name for name in CONFIG_ARGUMENT_FIELDS if name != "mask_ratio"),
+)
+#: Arguments that are secrets: never logged, saved, printed or sent to a tracker.
+SECRET_FIELDS = ("hub_token",)
+#: What a secret's value is replaced with wherever the arguments are written.
+REDACTED = "<redacted>"
+
+
+def _config_docstring_help() -> dict[str, str]:
+    """``{field: help}`` from the ``Args:`` section of NedsConfig's docstring."""
+    helps: dict[str, str] = {}
+    current = None
+    for line in (NedsConfig.__doc__ or "").split("Args:", 1)[-1].splitlines():
+        entry = re.match(r"^ {8}(\w+): (.*)$", line)
+        if entry:
+            current = entry.group(1)
+            helps[current] = entry.group(2).strip()
+        elif current and re.match(r"^ {12}\S", line):
+            helps[current] += " " + line.strip()
+    return helps
+
+
+def _config_argument_fields() -> list[tuple[str, type, Any]]:
+    """(name, type, dataclass field) for each of :data:`CONFIG_ARGUMENT_FIELDS`.
+
+    The type is the default's (``float | int`` config fields become float arguments).
+    """
+    config_fields = {f.name: f for f in dataclasses.fields(NedsConfig)}
+    helps = _config_docstring_help()
+    generated = []
+    for name in CONFIG_ARGUMENT_FIELDS:
+        default = config_fields[name].default
+        kind = type(default)
+        generated.append(
+            (name, kind, field(default=default, metadata={"help": helps.get(name, name)}))
+        )
+    return generated
+
+
+#: The model-configuration arguments, generated from NedsConfig (base of the arguments class).
+_ConfigArguments = dataclasses.make_dataclass("_ConfigArguments", _config_argument_fields())
+_ConfigArguments.__module__ = __name__
+
+
+@dataclass
+class NedsTrainingArguments(_ConfigArguments):
+    """Everything a NEDS training run needs; YAML keys and command-line flags share these names.
+
+    The sizes, dropouts and mask ratio (:data:`CONFIG_ARGUMENT_FIELDS`) are NedsConfig's own
+    fields, with its defaults.
+    """
+
+    # ---- run and data
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where checkpoints, logs and the model go."}
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "Dataset folder or Hub id (built by prepare-data)."}
+    )
+    mode: str = field(
+        default="pretrain",
+        metadata={"help": "pretrain (new model) or finetune (from model_name_or_path)."},
+    )
+    sessions: list[str] | None = field(
+        default=None, metadata={"help": "Sessions to train on (default: all)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow an output_dir that holds checkpoints."}
+    )
+    # ---- model
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Pretrained model folder or Hub id."}
+    )
+    modalities: list[str] | None = field(
+        default=None, metadata={"help": "Modalities to model (default: the five IBL ones)."}
+    )
+    spike_only: bool = field(default=False, metadata={"help": "The spike-only MtM configuration."})
+    masking_schemes: list[str] | None = field(
+        default=None, metadata={"help": "name=probability pairs, e.g. neural=1 cross_modal=2."}
+    )
+    normalization_method: str | None = field(
+        default=None,
+        metadata={"help": "zscore, minmax or none (default: zscore, or the pretrained model's)."},
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in the backward pass (less memory, slower)."},
+    )
+    torch_compile: bool = field(
+        default=False, metadata={"help": "Compile the model with torch.compile before training."}
+    )
+    # ---- fine-tuning
+    freeze_encoder: str = field(
+        default="none", metadata={"help": "none, warmup (for freeze_warmup_steps) or all."}
+    )
+    freeze_warmup_steps: int = 0
+    init_baseline_rates: bool = field(
+        default=True,
+        metadata={"help": "Start new sessions' readouts at each neuron's mean training rate."},
+    )
+    keep_pretrained_sessions: bool = field(
+        default=False,
+        metadata={"help": "Keep the pretraining sessions' parameters when fine-tuning."},
+    )
+    # ---- optimisation
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-8
+    num_train_epochs: int = 10
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimizer steps; overrides num_train_epochs when > 0."}
+    )
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = field(
+        default=0.15, metadata={"help": "Share of the one-cycle schedule spent warming up."}
+    )
+    max_grad_norm: float = field(
+        default=0.0, metadata={"help": "Gradient clipping norm (0 = off)."}
+    )
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "no or bf16 (default: what the launcher says)."}
+    )
+    batch_sampling: str = field(
+        default="mixed", metadata={"help": "mixed or single_session batches."}
+    )
+    seed: int = 42
+    # ---- processes and data loading
+    num_threads: int = field(
+        default=0,
+        metadata={
+            "help": "torch CPU threads per process (0 = auto: the cores this process may use "
+            "divided by the processes per node)."
+        },
+    )
+    dataloader_num_workers: int = field(
+        default=0, metadata={"help": "DataLoader worker processes (0 = load in the main one)."}
+    )
+    dataloader_pin_memory: bool | None = field(
+        default=None, metadata={"help": "Pin batches in page-locked memory (default: on CUDA)."}
+    )
+    dataloader_prefetch_factor: int | None = field(
+        default=None,
+        metadata={"help": "Batches each worker loads ahead (needs dataloader_num_workers > 0)."},
+    )
+    # ---- evaluation, checkpoints, logging
+    eval_steps: int = field(
+        default=0, metadata={"help": "Evaluate every N steps (0 = every epoch)."}
+    )
+    save_steps: int = field(
+        default=0, metadata={"help": "Checkpoint every N steps (0 = every epoch)."}
+    )
+    save_total_limit: int = field(
+        default=2, metadata={"help": "Checkpoints kept (the newest ones; 0 = all)."}
+    )
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "Stop after N evaluations without improvement (0 = off)."}
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest'."}
+    )
+    logging_steps: int = 10
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard or none."})
+    disable_progress_bar: bool = False
+    # ---- Hub (the push happens after training, from the command-line entry point)
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_token: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"help": "Hub token (prefer HF_TOKEN or `hf auth login`; never written)."},
+    )
+    hub_private: bool = False
+
+    def validate(self) -> None:
+        """Raise a ValueError naming every invalid field, before any data is read."""
+        errors = [
+            *self._choice_errors(),
+            *self._range_errors(),
+            *self._combination_errors(),
+            *self._config_errors(),
+        ]
+        if errors:
+            raise ValueError("Invalid training arguments: " + "; ".join(errors))
+
+    def _choice_errors(self) -> list[str]:
+        """Fields that must take one of a few values."""
+        errors = []
+        for name, value, allowed in (
+            ("mode", self.mode, MODES),
+            ("freeze_encoder", self.freeze_encoder, FREEZE_MODES),
+            ("batch_sampling", self.batch_sampling, SAMPLING_MODES),
+            ("report_to", self.report_to, ("tensorboard", "none")),
+            ("normalization_method", self.normalization_method, (None, "minmax", "zscore", "none")),
+        ):
+            if value not in allowed:
+                errors.append(f"{name} must be one of {list(allowed)}, got {value!r}")
+        if self.mixed_precision not in (None, "no", "bf16"):
+            errors.append(
+                "mixed_precision must be 'no' or 'bf16' on this code path, got "
+                f"{self.mixed_precision!r}"
+            )
+        if self.modalities is not None:
+            unknown = [m for m in self.modalities if m not in KNOWN_MODALITIES]
+            if unknown:
+                errors.append(
+                    f"unknown modalities {unknown}; the dataset provides {list(KNOWN_MODALITIES)}"
+                )
+            elif "spikes" not in self.modalities:
+                errors.append("modalities must include 'spikes'")
+        return errors
+
+    def _range_errors(self) -> list[str]:
+        """Numbers outside their valid range."""
+        errors = []
+        at_least = {
+            1: (
+                "per_device_train_batch_size",
+                "per_device_eval_batch_size",
+                "gradient_accumulation_steps",
+                "num_train_epochs",
+                "logging_steps",
+            ),
+            0: (
+                "learning_rate",
+                "weight_decay",
+                "max_grad_norm",
+                "freeze_warmup_steps",
+                "eval_steps",
+                "save_steps",
+                "save_total_limit",
+                "early_stopping_patience",
+                "num_threads",
+                "dataloader_num_workers",
+            ),
+        }
+        for minimum, names in at_least.items():
+            for name in names:
+                if not getattr(self, name) >= minimum:  # also catches NaN
+                    errors.append(f"{name} must be >= {minimum}, got {getattr(self, name)}")
+        if not self.adam_epsilon > 0:
+            errors.append(f"adam_epsilon must be > 0, got {self.adam_epsilon}")
+        if not 0 < self.warmup_ratio < 1:
+            errors.append(f"warmup_ratio must be in (0, 1), got {self.warmup_ratio}")
+        if self.dataloader_prefetch_factor is not None and self.dataloader_prefetch_factor < 1:
+            errors.append(
+                f"dataloader_prefetch_factor must be >= 1, got {self.dataloader_prefetch_factor}"
+            )
+        return errors
+
+    def _combination_errors(self) -> list[str]:
+        """Arguments that are required, or only valid, together."""
+        errors = []
+        if not self.output_dir:
+            errors.append("output_dir is required")
+        if not self.dataset:
+            errors.append("dataset is required")
+        if self.mode == "finetune" and not self.model_name_or_path:
+            errors.append("mode=finetune needs model_name_or_path (a pretrained folder or Hub id)")
+        if self.freeze_encoder != "none" and not self.model_name_or_path:
+            errors.append("freeze_encoder needs a pretrained encoder (model_name_or_path)")
+        if self.freeze_encoder == "warmup" and self.freeze_warmup_steps <= 0:
+            errors.append("freeze_encoder=warmup needs freeze_warmup_steps > 0")
+        if self.dataloader_prefetch_factor is not None and self.dataloader_num_workers == 0:
+            errors.append("dataloader_prefetch_factor needs dataloader_num_workers > 0")
+        if self.push_to_hub and not self.hub_model_id:
+            errors.append("push_to_hub needs hub_model_id (ORG/NAME)")
+        return errors
+
+    def _config_errors(self) -> list[str]:
+        """What NedsConfig itself refuses in the model arguments (sizes, dropouts, schemes)."""
+        try:
+            schemes = self.scheme_probabilities()
+        except ValueError as error:
+            return [str(error)]
+        values = {name: getattr(self, name) for name in CONFIG_ARGUMENT_FIELDS}
+        try:
+            if self.spike_only:
+                NedsConfig.for_mtm(masking_schemes=schemes, **values)
+            else:
+                NedsConfig(masking_schemes=schemes, **values)
+        except (ValueError, TypeError) as error:
+            return [str(error)]
+        return []
+
+    def scheme_probabilities(self) -> dict[str, float] | None:
+        """`masking_schemes` as ``{name: probability}`` (None: the config's default)."""
+        if self.masking_schemes is None:
+            return None
+        parsed = {}
+        for entry in self.masking_schemes:
+            name, _, value = str(entry).partition("=")
+            try:
+                parsed[name.strip()] = float(value) if value else 1.0
+            except ValueError:
+                raise ValueError(
+                    f"masking_schemes entry {entry!r} is not name=probability"
+                ) from None
+        return parsed
+
+
+def redacted_arguments(args: NedsTrainingArguments) -> dict[str, Any]:
+    """The arguments as a plain dict with every secret (:data:`SECRET_FIELDS`) replaced.
+
+    The one rule for writing arguments anywhere: trackers, ``training_config.yaml``, cards and
+    logs all go through this function.
+    """
+    values = dataclasses.asdict(args)
+    for name in SECRET_FIELDS:
+        if values.get(name) is not None:
+            values[name] = REDACTED
+    return values
+
+
+def _config_file_defaults(argv: list[str]) -> dict[str, Any]:
+    """The values of the ``--config`` YAML file named in `argv` (empty without one)."""
+    if "--config" not in argv:
+        return {}
+    position = argv.index("--config")
+    if position + 1 >= len(argv):
+        raise ValueError("--config needs a YAML file path")
+    config_path = Path(argv[position + 1])
+    if not config_path.is_file():
+        raise FileNotFoundError(f"training config {config_path} does not exist")
+    values = yaml.safe_load(config_path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{config_path}: expected a mapping of argument names to values")
+    known = {f.name for f in dataclasses.fields(NedsTrainingArguments)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{config_path}: unknown keys {unknown}; see `neds-hf train --help`")
+    return values
+
+
+def parse_training_args(
+    argv: Sequence[str] | None = None, mode: str | None = None
+) -> NedsTrainingArguments:
+    """Parse ``--config YAML`` plus command-line overrides into :class:`NedsTrainingArguments`.
+
+    Flags must be spelled in full: an abbreviation (``--learning_rat``) is an error, not a
+    silent match.
+    """
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(NedsTrainingArguments, allow_abbrev=False)
+    parser.add_argument(
+        "--config", type=str, default=None, help="YAML file with any of the fields below."
+    )
+    parser.set_defaults(**_config_file_defaults(argv))
+    parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    args, extra = parsed[0], parsed[-1]
+    if extra:
+        raise ValueError(
+            f"unrecognised arguments: {extra} (flags must be spelled in full; see --help)"
+        )
+    if mode is not None:
+        args.mode = mode
+    return args

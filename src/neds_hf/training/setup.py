@@ -1,0 +1,330 @@
+"""Everything a run needs before its first step: threads, data, model, optimizer and schedule.
+
+* :func:`check_dataset_source` looks at ``--dataset`` cheaply (no data read) so that a missing
+  path or a folder that is not a neds_hf dataset (a ONE cache, say) fails at once with a
+  description of what a dataset folder holds.
+* :func:`load_training_data` loads the train and validation trials and checks their schema.
+* :func:`prepare_model` builds a new model (pretraining) or loads a pretrained one and
+  reconciles its sessions with the dataset's (fine-tuning), then applies freezing, gradient
+  checkpointing and baseline rates.
+* :func:`build_optimizer` / :func:`build_scheduler`: AdamW (fused on CUDA) with decay on weight
+  matrices only, and the one-cycle cosine schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..configuration_neds import NedsConfig
+from ..modeling_neds import NedsForMaskedModeling, is_session_parameter
+from .arguments import ARCHITECTURE_FIELDS, CONFIG_ARGUMENT_FIELDS, KNOWN_MODALITIES
+
+__all__ = [
+    "DATASET_LAYOUT",
+    "build_config",
+    "build_optimizer",
+    "build_scheduler",
+    "check_dataset_source",
+    "configure_threads",
+    "load_training_data",
+    "mean_counts_per_bin",
+    "parameter_groups",
+    "prepare_model",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What a neds_hf dataset folder holds (as `neds-hf prepare-data` writes it), for error messages.
+DATASET_LAYOUT = (
+    "a neds_hf dataset folder (written by `neds-hf prepare-data`) holds README.md (the dataset "
+    "card), build_report.json, data/sessions/sessions-00000-of-00001.parquet, "
+    "data/neurons/neurons-00000-of-00001.parquet and data/trials/<session_id>/"
+    "{train,validation,test}-00000-of-00001.parquet"
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# =============================================================================================
+# Threads
+# =============================================================================================
+
+
+def configure_threads(num_threads: int = 0) -> int:
+    """Set torch's intra-op thread count and return it.
+
+    ``num_threads`` > 0 is taken as given. 0 (auto) gives each process started on this node
+    (``LOCAL_WORLD_SIZE``) its share of the cores it may run on that are idle now (1-minute
+    load average), never above torch's own default: threads beyond the free cores make every
+    step slower, not faster (one step of a small model on a busy 2-core machine: 0.31 s with
+    1 thread, 0.92 s with 2).
+    """
+    if num_threads > 0:
+        chosen, how = num_threads, "as configured"
+    else:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        idle = max(1, round(cores - load))
+        per_node = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        chosen = max(1, min(torch.get_num_threads(), cores // per_node, idle // per_node))
+        how = f"auto: {cores} usable cores, load {load:.1f}, {per_node} process(es) on this node"
+    torch.set_num_threads(chosen)
+    logger.info("using %d torch thread(s) per process (%s; set with --num_threads)", chosen, how)
+    return chosen
+
+
+# =============================================================================================
+# Data
+# =============================================================================================
+
+
+def check_dataset_source(dataset: str) -> None:
+    """Fail fast, without reading data, when `dataset` cannot be a neds_hf dataset.
+
+    A local path must exist and hold the dataset layout (:data:`DATASET_LAYOUT`); a name that
+    is not a local path is taken as a Hub id only if it looks like one (``org/name``).
+    """
+    from ..data.dataset import SESSIONS_FILE, TRIALS_DIR
+
+    path = Path(dataset)
+    if not path.exists():
+        if _HUB_ID.match(str(dataset)):
+            return  # a Hub dataset id: loading says whether it exists
+        raise FileNotFoundError(f"dataset {dataset} does not exist; {DATASET_LAYOUT}")
+    if not path.is_dir():
+        raise ValueError(f"dataset {dataset} is a file, not a dataset folder; {DATASET_LAYOUT}")
+    missing = [
+        name
+        for name, present in (
+            ("README.md", (path / "README.md").is_file()),
+            (SESSIONS_FILE, (path / SESSIONS_FILE).is_file()),
+            (TRIALS_DIR, (path / TRIALS_DIR).is_dir()),
+        )
+        if not present
+    ]
+    if missing:
+        one_cache = any((path / name).exists() for name in ("sessions.pqt", "datasets.pqt"))
+        hint = (
+            " It looks like a ONE cache: build a dataset from it with `neds-hf prepare-data "
+            f"--cache-dir {dataset} --eids ... --output DATASET_DIR`."
+            if one_cache
+            else ""
+        )
+        raise ValueError(
+            f"dataset {dataset} is not a neds_hf dataset folder (missing {missing}); "
+            f"{DATASET_LAYOUT}.{hint}"
+        )
+
+
+def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
+    """The train and validation trials of `args.sessions`, and the dataset's features.
+
+    Raises when the dataset has no train split or does not follow the trials schema.
+    """
+    from ..data.dataset import TRIAL_FEATURES, load_neds_dataset
+    from ..data.training_data import NedsTrialDataset
+
+    try:
+        trials = load_neds_dataset(args.dataset)
+    except (ConnectionError, FileNotFoundError) as error:
+        if Path(args.dataset).exists():
+            raise
+        raise FileNotFoundError(
+            f"dataset {args.dataset} is not a local folder and could not be loaded from the Hub "
+            f"({error}); {DATASET_LAYOUT}"
+        ) from None
+    if "train" not in trials:
+        raise ValueError(f"dataset {args.dataset} has no 'train' split (splits: {list(trials)})")
+    features = trials["train"].features
+    missing = [name for name in TRIAL_FEATURES if name not in features]
+    mismatched = [
+        name
+        for name in TRIAL_FEATURES
+        if name in features and features[name] != TRIAL_FEATURES[name]
+    ]
+    if missing or mismatched:
+        raise ValueError(
+            f"dataset {args.dataset} does not match the neds_hf trials schema: missing columns "
+            f"{missing}, columns of another type {mismatched}"
+        )
+    train_data = NedsTrialDataset(args.dataset, "train", sessions=args.sessions)
+    eval_data = NedsTrialDataset(args.dataset, "validation", sessions=args.sessions)
+    return train_data, eval_data, features
+
+
+def mean_counts_per_bin(trials: Any, session_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each neuron's mean spike count per bin over a trial dataset, ``{session_id: (N,)}``."""
+    means = {}
+    indices = trials.session_indices()
+    for session_id in session_ids:
+        rows = indices[session_id]
+        if len(rows) == 0:
+            raise ValueError(f"session {session_id} has no training trials")
+        spikes = [np.asarray(trials[int(i)]["spikes"], dtype=np.float64) for i in rows]  # (N, T)
+        means[session_id] = np.mean([trial.mean(-1) for trial in spikes], axis=0)  # (N,)
+    return means
+
+
+# =============================================================================================
+# Model
+# =============================================================================================
+
+
+def build_config(args: Any, sessions: Mapping[str, int]) -> NedsConfig:
+    """A fresh model configuration for a pretraining run."""
+    values = {name: getattr(args, name) for name in CONFIG_ARGUMENT_FIELDS}
+    values.update(
+        masking_schemes=args.scheme_probabilities(),
+        behavior_normalization=args.normalization_method or NedsConfig.behavior_normalization,
+    )
+    if args.spike_only:
+        return NedsConfig.for_mtm(dict(sessions), **values)
+    names = args.modalities or list(KNOWN_MODALITIES)
+    modalities = [dict(KNOWN_MODALITIES[name]) for name in KNOWN_MODALITIES if name in names]
+    return NedsConfig(modalities=modalities, sessions=dict(sessions), **values)
+
+
+def _load_pretrained(args: Any, dataset_sessions: Mapping[str, int]) -> tuple[Any, list[str]]:
+    """The pretrained model with the dataset's sessions added (and others dropped unless
+    `keep_pretrained_sessions`); returns it and the ids of the sessions it did not know."""
+    model = NedsForMaskedModeling.from_pretrained(args.model_name_or_path, dtype=torch.float32)
+    for session_id, count in dataset_sessions.items():
+        known = model.config.sessions.get(session_id)
+        if known is not None and known != count:
+            raise ValueError(
+                f"session {session_id}: the pretrained model has {known} neurons for it but "
+                f"the dataset has {count}; the datasets differ (other preprocessing "
+                "parameters?)"
+            )
+    fresh_sessions = model.add_sessions(
+        {s: n for s, n in dataset_sessions.items() if s not in model.config.sessions}
+    )
+    if not args.keep_pretrained_sessions:
+        model.keep_sessions(list(dataset_sessions))
+    if args.masking_schemes is not None:
+        model.config.masking_schemes = args.scheme_probabilities()
+    model.config.mask_ratio = args.mask_ratio
+    pretrained_normalization = model.config.behavior_normalization
+    if args.normalization_method and args.normalization_method != pretrained_normalization:
+        logger.warning(
+            "fine-tuning with behaviour normalisation %r although %s was pretrained with %r",
+            args.normalization_method,
+            args.model_name_or_path,
+            pretrained_normalization,
+        )
+        model.config.behavior_normalization = args.normalization_method
+    ignored = [
+        f"{f.name}={getattr(args, f.name)!r}"
+        for f in dataclasses.fields(args)
+        if f.name in ARCHITECTURE_FIELDS and getattr(args, f.name) != f.default
+    ]
+    if ignored:
+        logger.warning(
+            "the architecture comes from %s; ignoring %s",
+            args.model_name_or_path,
+            ", ".join(ignored),
+        )
+    return model, fresh_sessions
+
+
+def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> NedsForMaskedModeling:
+    """The model to train: new (pretraining) or pretrained with the dataset's sessions.
+
+    New sessions' readouts start at each neuron's mean training rate (`init_baseline_rates`);
+    `freeze_encoder=all` freezes the shared encoder; `gradient_checkpointing` turns it on.
+    """
+    dataset_sessions = {s: train_data.n_neurons[s] for s in train_data.session_ids}
+    if args.model_name_or_path:
+        model, fresh_sessions = _load_pretrained(args, dataset_sessions)
+    else:
+        model = NedsForMaskedModeling(build_config(args, dataset_sessions))
+        fresh_sessions = list(dataset_sessions)
+    if args.init_baseline_rates and fresh_sessions:
+        model.set_baseline_rates(mean_counts_per_bin(train_data, fresh_sessions))
+    for spec in model.config.behavior_modalities:
+        if spec["name"] not in features:
+            raise ValueError(
+                f"the model predicts {spec['name']!r} but dataset {args.dataset} has no such column"
+            )
+    if args.freeze_encoder == "all":
+        model.freeze_encoder()
+    if args.gradient_checkpointing:
+        # transformers 5 renamed gradient_checkpointing_enable (deprecated) to this
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        (enable or model.gradient_checkpointing_enable)()
+    return model
+
+
+# =============================================================================================
+# Optimisation
+# =============================================================================================
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decoupled weight decay on weight matrices only.
+
+    No decay on biases, norms, embeddings (incl. the mask token) and the per-session neuron
+    tables (per-neuron embeddings), so that sessions absent from a batch never move. The shared
+    encoder's parameters (``model.encoder_parameters()``) are in their own groups
+    (``"encoder": True``) so that they can be frozen for a warm-up.
+    """
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    encoder_ids = {id(p) for _, p in model.encoder_parameters()}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        no_decay = (
+            parameter.ndim < 2
+            or id(parameter) in embedding_ids
+            or is_session_parameter(name)
+            or "norm" in name
+        )
+        groups.setdefault((no_decay, id(parameter) in encoder_ids), []).append(parameter)
+    return [
+        {"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "encoder": encoder}
+        for (no_decay, encoder), params in groups.items()
+    ]
+
+
+def build_optimizer(
+    model: torch.nn.Module, args: Any, device: torch.device
+) -> tuple[torch.optim.Optimizer, list[int]]:
+    """AdamW over :func:`parameter_groups`; returns it and the indices of the encoder groups.
+
+    The fused CUDA kernel is used when the parameters live on a CUDA device (one kernel for
+    all parameters instead of several per tensor); elsewhere torch's default implementation.
+    """
+    groups = parameter_groups(model, args.weight_decay)
+    options: dict[str, Any] = {"lr": args.learning_rate, "eps": args.adam_epsilon}
+    if device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
+        options["fused"] = True
+    optimizer = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "encoder"} for g in groups], **options
+    )
+    return optimizer, [i for i, g in enumerate(groups) if g["encoder"]]
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, args: Any, total_steps: int) -> Any:
+    """One-cycle cosine schedule: warm-up over `warmup_ratio` of the steps to the peak rate."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=args.learning_rate,
+        total_steps=total_steps,
+        pct_start=args.warmup_ratio,
+        div_factor=10.0,
+        final_div_factor=1e4,
+        anneal_strategy="cos",
+    )
