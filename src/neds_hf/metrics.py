@@ -28,19 +28,23 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from scipy.special import gammaln
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, r2_score
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ENCODING_METRICS",
     "MIN_RATE",
     "accuracy",
     "balanced_accuracy",
     "bits_per_spike",
+    "encoding_scores",
     "evaluate_metric_path",
     "poisson_nll",
     "r2_flattened",
@@ -51,6 +55,9 @@ __all__ = [
 #: Rates that are exactly zero are replaced by this value before taking logs (NLB / NEDS),
 #: and units whose null rate is below it are excluded from the pooled score (ibl-bwb-eval).
 MIN_RATE = 1e-9
+
+#: The encoding score pair every table reports: metric key -> bits-per-spike convention.
+ENCODING_METRICS = {"bps": "mean", "bps_pooled": "pooled"}
 
 _EVALUATE_DIR = Path(__file__).resolve().parent / "metrics_evaluate"
 
@@ -278,23 +285,22 @@ def bits_per_spike(
     return (score, per_neuron) if return_per_neuron else score
 
 
+def encoding_scores(rates: Any, spike_counts: Any, *, log_input: bool = False) -> dict[str, float]:
+    """The bits-per-spike pair of an encoder: ``{"bps": mean convention, "bps_pooled": pooled}``.
+
+    Every encoder of a table (NEDS, the oracle, the linear baselines) is scored by this one
+    function, so the two conventions are always computed the same way. `rates` are expected
+    counts per bin (or log-rates with `log_input`), ``(trials, T, N)`` like `spike_counts`.
+    """
+    return {
+        key: bits_per_spike(rates, spike_counts, log_input=log_input, convention=convention)
+        for key, convention in ENCODING_METRICS.items()
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Continuous behaviour
 # ---------------------------------------------------------------------------------------------
-
-
-def _r2_columns(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """R² per column of ``(samples, D)`` arrays with ``r2_score``'s ``force_finite`` rule.
-
-    A constant target column scores 1.0 when predicted exactly and 0.0 otherwise.
-    """
-    residual_ss = ((targets - predictions) ** 2).sum(axis=0)  # (D,)
-    total_ss = ((targets - targets.mean(axis=0)) ** 2).sum(axis=0)  # (D,)
-    scores = np.ones_like(total_ss)
-    nonconstant = total_ss != 0
-    scores[nonconstant] = 1.0 - residual_ss[nonconstant] / total_ss[nonconstant]
-    scores[~nonconstant & (residual_ss != 0)] = 0.0
-    return scores
 
 
 def _check_pair(predictions: Any, targets: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -335,14 +341,12 @@ def r2_flattened(
     else:
         predictions = predictions.reshape(-1, predictions.shape[-1])  # (S, D)
         targets = targets.reshape(-1, targets.shape[-1])  # (S, D)
-    scores = _r2_columns(predictions, targets)  # (D,)
-    if multioutput == "raw_values":
-        return scores
-    if multioutput != "uniform_average":
+    if multioutput not in ("uniform_average", "raw_values"):
         raise ValueError(
             f"multioutput must be 'uniform_average' or 'raw_values', got {multioutput!r}"
         )
-    return float(scores.mean())
+    scores = r2_score(targets, predictions, multioutput="raw_values")  # (D,)
+    return scores if multioutput == "raw_values" else float(np.mean(scores))
 
 
 def r2_psth(pred: Any, target: Any, conditions: Any) -> float:
@@ -410,7 +414,7 @@ def accuracy(pred: Any, target: Any) -> float:
     ``pred`` holds labels ``(n,)`` or logits / probabilities ``(n, C)`` (argmax is taken).
     """
     predictions, targets = _labels_from(pred, target, "accuracy")
-    return float(np.mean(predictions == targets))
+    return float(accuracy_score(targets, predictions))
 
 
 def balanced_accuracy(pred: Any, target: Any) -> float:
@@ -419,11 +423,12 @@ def balanced_accuracy(pred: Any, target: Any) -> float:
     ``pred`` holds labels ``(n,)`` or logits / probabilities ``(n, C)`` (argmax is taken).
     Classes are those present in ``target``: a class never predicted has recall 0 and counts;
     a class that is only predicted (absent from the targets) has no recall and is left out of
-    the mean, exactly as sklearn does (sklearn also warns in that case).
+    the mean (sklearn's warning about it is silenced).
     """
     predictions, targets = _labels_from(pred, target, "balanced_accuracy")
-    recalls = [np.mean(predictions[targets == label] == label) for label in np.unique(targets)]
-    return float(np.mean(recalls))
+    with warnings.catch_warnings():  # the left-out class is documented above, not a surprise
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(targets, predictions))
 
 
 # ---------------------------------------------------------------------------------------------
