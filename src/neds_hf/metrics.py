@@ -468,13 +468,35 @@ def region_probe(
     Raises:
         ValueError: mismatched shapes, non-finite embeddings, or fewer than 2 classes left.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
+    features, targets, kept_classes, counts_info = _probe_inputs(embeddings, labels, n_splits)
+    fold_accuracy, fold_macro_f1 = _probe_folds(
+        features, targets, kept_classes, n_splits, seed, classifier
+    )
+    dropped, n_dropped, kept_counts = counts_info
+    return {
+        "accuracy": float(np.mean(fold_accuracy)),
+        "accuracy_std": float(np.std(fold_accuracy)),
+        "macro_f1": float(np.mean(fold_macro_f1)),
+        "macro_f1_std": float(np.std(fold_macro_f1)),
+        "chance_accuracy": float(kept_counts.max() / kept_counts.sum()),
+        "n_neurons": int(targets.shape[0]),
+        "n_classes": int(kept_classes.size),
+        "classes": [_plain(label) for label in kept_classes],
+        "dropped_classes": dropped,
+        "n_neurons_dropped": n_dropped,
+        "n_splits": int(n_splits),
+        "classifier": classifier,
+    }
 
+
+def _probe_inputs(
+    embeddings: Any, labels: Any, n_splits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[dict[Any, int], int, np.ndarray]]:
+    """Validated probe inputs without the classes too small to stratify.
+
+    Returns ``(features (n_kept, D), targets (n_kept,), kept classes, (dropped classes ->
+    count, neurons dropped, kept class counts))``.
+    """
     embedding_array = _to_numpy(embeddings, "embeddings")
     label_array = np.asarray(labels).reshape(-1)
     if embedding_array.ndim != 2:
@@ -508,8 +530,25 @@ def region_probe(
             f"were { {_plain(c): int(n) for c, n in zip(classes, counts)} }"
         )
     keep = np.isin(label_array, kept_classes)
-    features = embedding_array[keep]  # (n_kept, D)
-    targets = label_array[keep]  # (n_kept,)
+    info = (dropped, int((~keep).sum()), counts[~too_small])
+    return embedding_array[keep], label_array[keep], kept_classes, info
+
+
+def _probe_folds(
+    features: np.ndarray,
+    targets: np.ndarray,
+    kept_classes: np.ndarray,
+    n_splits: int,
+    seed: int,
+    classifier: str,
+) -> tuple[list[float], list[float]]:
+    """Accuracy and macro F1 of a standardised linear classifier on each stratified fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
 
     if classifier == "logistic":
         estimator = LogisticRegression(max_iter=5000)
@@ -517,15 +556,13 @@ def region_probe(
         estimator = LinearSVC(max_iter=20000, random_state=seed)
     else:
         raise ValueError(f"classifier must be 'logistic' or 'linear_svm', got {classifier!r}")
-
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    fold_accuracy = []
-    fold_macro_f1 = []
+    fold_accuracy, fold_macro_f1 = [], []
     for train_index, test_index in folds.split(features, targets):
         model = make_pipeline(StandardScaler(), estimator)
         model.fit(features[train_index], targets[train_index])
         predicted = model.predict(features[test_index])
-        fold_accuracy.append(np.mean(predicted == targets[test_index]))
+        fold_accuracy.append(float(np.mean(predicted == targets[test_index])))
         fold_macro_f1.append(
             f1_score(
                 targets[test_index],
@@ -535,21 +572,7 @@ def region_probe(
                 zero_division=0,
             )
         )
-    kept_counts = counts[~too_small]
-    return {
-        "accuracy": float(np.mean(fold_accuracy)),
-        "accuracy_std": float(np.std(fold_accuracy)),
-        "macro_f1": float(np.mean(fold_macro_f1)),
-        "macro_f1_std": float(np.std(fold_macro_f1)),
-        "chance_accuracy": float(kept_counts.max() / kept_counts.sum()),
-        "n_neurons": int(targets.shape[0]),
-        "n_classes": int(kept_classes.size),
-        "classes": [_plain(label) for label in kept_classes],
-        "dropped_classes": dropped,
-        "n_neurons_dropped": int((~keep).sum()),
-        "n_splits": int(n_splits),
-        "classifier": classifier,
-    }
+    return fold_accuracy, fold_macro_f1
 
 
 def _plain(label: Any) -> Any:
