@@ -28,18 +28,16 @@ def test_data(synthetic_corpus):
     return NedsTrialDataset(synthetic_corpus["dataset_dir"], "test")
 
 
+def tiny_config(sessions, **overrides) -> NedsConfig:
+    """The small NEDS configuration of the evaluation tests."""
+    sizes = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=32)
+    return NedsConfig(**{**sizes, "spike_stitcher_size": 16, "sessions": sessions, **overrides})
+
+
 @pytest.fixture(scope="module")
 def model(test_data):
     torch.manual_seed(0)
-    config = NedsConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=32,
-        spike_stitcher_size=16,
-        sessions=test_data.n_neurons,
-    )
-    return NedsForMaskedModeling(config).eval()
+    return NedsForMaskedModeling(tiny_config(test_data.n_neurons)).eval()
 
 
 def session_trials(dataset, session_id):
@@ -225,14 +223,7 @@ def test_denormalize_inverts_the_collator(test_data, method):
     from neds_hf.collator import DataCollatorForNedsMasking
     from neds_hf.evaluation import denormalize_behavior
 
-    config = NedsConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=32,
-        sessions=test_data.n_neurons,
-        behavior_normalization=method,
-    )
+    config = tiny_config(test_data.n_neurons, behavior_normalization=method)
     session_id = test_data.session_ids[0]
     trials = session_trials(test_data, session_id)[:4]
     batch = DataCollatorForNedsMasking(
@@ -255,12 +246,8 @@ def test_modalities_come_from_the_model_config(test_data):
     from neds_hf.evaluation import card_metric, trial_conditions
 
     torch.manual_seed(0)
-    config = NedsConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=32,
-        sessions=test_data.n_neurons,
+    config = tiny_config(
+        test_data.n_neurons,
         modalities=[
             {"name": "spikes", "kind": "spikes"},
             {"name": "wheel_speed", "kind": "continuous"},

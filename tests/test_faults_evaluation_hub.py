@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import HfApi, constants
+from test_evaluation import tiny_config
 
-from neds_hf import NedsConfig, NedsForMaskedModeling
+from neds_hf import NedsForMaskedModeling
 from neds_hf.data.training_data import NedsTrialDataset
 from neds_hf.demo import DEMO_SUBDIRS, prepare_output_dir, restore_output_dir, run_demo
 from neds_hf.evaluation import (
@@ -53,15 +54,7 @@ def test_data(synthetic_corpus) -> NedsTrialDataset:
 @pytest.fixture(scope="module")
 def model(test_data) -> NedsForMaskedModeling:
     torch.manual_seed(0)
-    config = NedsConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=32,
-        spike_stitcher_size=16,
-        sessions=test_data.n_neurons,
-    )
-    return NedsForMaskedModeling(config).eval()
+    return NedsForMaskedModeling(tiny_config(test_data.n_neurons)).eval()
 
 
 @pytest.fixture

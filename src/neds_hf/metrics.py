@@ -14,14 +14,18 @@ Definitions (see DESIGN.md, "Metrics"):
   Two conventions are reported: ``"mean"`` (NEDS: mean of the per-neuron values, neurons
   without spikes ignored) and ``"pooled"`` (NLB / BrainWideBench / ``ibl-bwb-eval``: sums over
   neurons before dividing by the total spike count).
-* **R²** for continuous behaviour, ``sklearn.metrics.r2_score`` semantics on trials x bins
-  flattened, and a PSTH R² on condition-averaged traces.
-* **Accuracy** and **balanced accuracy** for categorical behaviour.
+* **R²** for continuous behaviour, ``sklearn.metrics.r2_score`` on trials x bins flattened,
+  and a PSTH R² on condition-averaged traces.
+* **Accuracy** and **balanced accuracy** for categorical behaviour (scikit-learn's).
+* :func:`encoding_scores`: the pair every table reports for an encoder (``bps`` mean and
+  ``bps_pooled``), so no caller re-implements it.
 * **Region probe**: a cross-validated linear classifier of brain region from per-neuron
   embeddings.
 
-The ``evaluate``-library wrappers of these functions live in ``metrics_evaluate/``; their
-paths are given by :func:`evaluate_metric_path`.
+The ``evaluate``-library modules in ``metrics_evaluate/`` (paths: :func:`evaluate_metric_path`)
+load on their own, without neds_hf, because ``evaluate`` copies them out of the package; the
+bits-per-spike module therefore carries its own short copy of the computation, and the tests
+check that every module agrees with the functions here.
 """
 
 from __future__ import annotations
