@@ -503,10 +503,17 @@ def _write_plots(
         "NEDS fine-tuned": encoding.rates,
         "linear encoder": plot_inputs["linear"].encoder_rates,
     }
-    conditions = {}
-    if "choice" in test:
-        conditions = {"choice right": test["choice"] == 0, "choice left": test["choice"] == 1}
-    conditions = conditions or {"all trials": np.ones(len(trials), dtype=bool)}
+    # one row of panels per class of the first trial-level label (e.g. choice), if any
+    labels = [
+        spec["name"]
+        for spec in model.config.categorical_modalities
+        if spec["trial_level"] and spec["name"] in test
+    ]
+    conditions = (
+        {f"{labels[0]} {value}": test[labels[0]] == value for value in np.unique(test[labels[0]])}
+        if labels
+        else {"all trials": np.ones(len(trials), dtype=bool)}
+    )
     plot_rates(
         report_dir / "rates.png",
         time_s,
@@ -597,6 +604,7 @@ def _results(
         "sessions": dict(sessions),
         "n_test_trials": extras["n_test_trials"],
         "methods": methods,
+        "table_metrics": extras["table_metrics"],
         "region_probe": region_probe,
         "training": {
             name: {
@@ -720,6 +728,7 @@ def _run_stages(output_dir: Path, settings: dict[str, Any], progress: bool) -> d
         _save_card(models["neds_finetuned"], paths, runs, methods["neds_finetuned"]["average"])
     # written last so that they carry every stage's time
     timer.seconds["total"] = round(time.perf_counter() - total_start, 1)
+    columns = table_metrics(models["neds_finetuned"].config.behavior_modalities)
     results = _results(
         dict(settings, dropout=DEMO_DROPOUT, masking_schemes=list(DEMO_MASKING_SCHEMES)),
         {"pretrain": pretrain_sessions, "heldout": heldout_sessions, "skipped": build.skipped},
@@ -728,6 +737,7 @@ def _run_stages(output_dir: Path, settings: dict[str, Any], progress: bool) -> d
         runs,
         {
             "n_test_trials": plot_inputs["n_test_trials"],
+            "table_metrics": columns,
             "timings_s": timer.seconds,
             "notes": notes,
             "paths": paths,
@@ -736,9 +746,7 @@ def _run_stages(output_dir: Path, settings: dict[str, Any], progress: bool) -> d
     )
     write_markdown(
         paths["report"] / "report.md",
-        demo_report_markdown(
-            results, METHODS, table_metrics(models["neds_finetuned"].config.behavior_modalities)
-        ),
+        demo_report_markdown(results, METHODS, columns),
     )
     write_json(paths["report"] / "results.json", results)
     return results
@@ -896,7 +904,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
         f"{results['timings_s']['total']} s:"
     )
     print()
-    print(methods_table(results["methods"], METHODS, TABLE_METRICS))
+    print(methods_table(results["methods"], METHODS, results["table_metrics"]))
     return 0
 
 
