@@ -201,6 +201,14 @@ def _pyplot():
     return plt
 
 
+def _panel_grid(rows: int, columns: int, width: float, height: float) -> tuple[Any, Any]:
+    """A figure of ``rows x columns`` panels sharing the time axis (`width` / `height` inches
+    per panel); the axes are always a 2-D array."""
+    return _pyplot().subplots(
+        rows, columns, squeeze=False, figsize=(width * columns, height * rows), sharex=True
+    )
+
+
 def _save_figure(figure: Any, path: Path) -> None:
     """Save a figure as PNG atomically and close it."""
     import io
@@ -227,15 +235,8 @@ def plot_rates(
     drawn grey as the observation, the second black as the truth); `conditions` maps a
     condition label to a boolean ``(trials,)`` mask (empty conditions are left out).
     """
-    plt = _pyplot()
     conditions = {label: mask for label, mask in conditions.items() if np.any(mask)}
-    figure, axes = plt.subplots(
-        len(conditions),
-        len(neuron_indices),
-        squeeze=False,
-        figsize=(3.2 * len(neuron_indices), 2.6 * len(conditions)),
-        sharex=True,
-    )
+    figure, axes = _panel_grid(len(conditions), len(neuron_indices), 3.2, 2.6)
     styles = (
         dict(color="0.6", lw=1),
         dict(color="k", lw=2),
@@ -271,15 +272,8 @@ def plot_behavior(
     `curves` maps a legend label (the first is the truth) to ``{modality: (trials, T)}`` in
     physical units; the modalities are those of the first entry.
     """
-    plt = _pyplot()
     names = list(next(iter(curves.values())))
-    figure, axes = plt.subplots(
-        len(trial_rows),
-        len(names),
-        squeeze=False,
-        figsize=(5.0 * len(names), 2.3 * len(trial_rows)),
-        sharex=True,
-    )
+    figure, axes = _panel_grid(len(trial_rows), len(names), 5.0, 2.3)
     styles = (
         dict(color="k", lw=2),
         dict(color="tab:red", lw=1.5),
