@@ -28,18 +28,16 @@ def test_data(synthetic_corpus):
     return NedsTrialDataset(synthetic_corpus["dataset_dir"], "test")
 
 
+def tiny_config(sessions, **overrides) -> NedsConfig:
+    """The small NEDS configuration of the evaluation tests."""
+    sizes = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=32)
+    return NedsConfig(**{**sizes, "spike_stitcher_size": 16, "sessions": sessions, **overrides})
+
+
 @pytest.fixture(scope="module")
 def model(test_data):
     torch.manual_seed(0)
-    config = NedsConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=32,
-        spike_stitcher_size=16,
-        sessions=test_data.n_neurons,
-    )
-    return NedsForMaskedModeling(config).eval()
+    return NedsForMaskedModeling(tiny_config(test_data.n_neurons)).eval()
 
 
 def session_trials(dataset, session_id):
@@ -194,3 +192,100 @@ def test_evaluate_command(model, synthetic_corpus, tmp_path, capsys):
         str(tmp_path / "model"), str(synthetic_corpus["dataset_dir"]), split="validation"
     )
     assert report.average["bps"] == pytest.approx(saved["average"]["bps"])
+
+
+def test_decoded_behaviour_goes_back_to_physical_units(model, test_data):
+    """The demo's behaviour plot de-normalises with the model's normalisation (z-scoring)."""
+    from neds_hf.demo import physical_behavior
+    from neds_hf.evaluation import denormalize_behavior
+
+    assert model.config.behavior_normalization == "zscore"
+    session_id = test_data.session_ids[0]
+    trials = session_trials(test_data, session_id)
+    stats = test_data.normalization[session_id]
+    decoding = predict_session(model, trials, "decoding", test_data.normalization)
+    # the targets went through the collator's normalisation; back through the demo's plot path
+    plotted = physical_behavior(model.config, decoding.behavior_targets, stats)
+    assert set(plotted) == {"wheel_speed", "whisker_motion_energy"}
+    for name, values in plotted.items():
+        raw = np.stack([t[name] for t in trials])  # (trials, T) physical units
+        np.testing.assert_allclose(values, raw, rtol=1e-5, atol=1e-5 * np.abs(raw).max())
+        # the inverse min-max the plot used before gives other values for a z-scored model
+        assert not np.allclose(
+            denormalize_behavior(decoding.behavior_targets[name], stats[name], "minmax"), raw
+        )
+    with pytest.raises(ValueError, match="must be one of"):
+        denormalize_behavior(raw, stats["wheel_speed"], "log")
+
+
+@pytest.mark.parametrize("method", ["minmax", "zscore", "none"])
+def test_denormalize_inverts_the_collator(test_data, method):
+    from neds_hf.collator import DataCollatorForNedsMasking
+    from neds_hf.evaluation import denormalize_behavior
+
+    config = tiny_config(test_data.n_neurons, behavior_normalization=method)
+    session_id = test_data.session_ids[0]
+    trials = session_trials(test_data, session_id)[:4]
+    batch = DataCollatorForNedsMasking(
+        config, eval_protocol="decoding", normalization=test_data.normalization
+    )(trials)
+    for column, spec in enumerate(config.continuous_modalities):
+        name = spec["name"]
+        restored = denormalize_behavior(
+            batch["behavior_values"][..., column].numpy(),
+            test_data.normalization[session_id][name],
+            method,
+        )
+        raw = np.stack([t[name] for t in trials])
+        np.testing.assert_allclose(restored, raw, rtol=1e-5, atol=1e-5 * np.abs(raw).max())
+
+
+def test_modalities_come_from_the_model_config(test_data):
+    """A model with two of the five IBL behaviours is scored, tabled and carded on those two."""
+    from neds_hf.demo import table_metrics
+    from neds_hf.evaluation import card_metric, trial_conditions
+
+    torch.manual_seed(0)
+    config = tiny_config(
+        test_data.n_neurons,
+        modalities=[
+            {"name": "spikes", "kind": "spikes"},
+            {"name": "wheel_speed", "kind": "continuous"},
+            {"name": "choice", "kind": "categorical", "num_classes": 2},
+        ],
+    )
+    small = NedsForMaskedModeling(config).eval()
+    trials = [test_data[i] for i in range(len(test_data))]
+    report = evaluate_trials(small, trials, normalization=test_data.normalization)
+    assert set(report.average) == {
+        "bps",
+        "bps_pooled",
+        "wheel_speed_r2",
+        "wheel_speed_r2_psth",
+        "choice_accuracy",
+        "choice_balanced_accuracy",
+        "avg",
+    }
+    assert trial_conditions(config, trials).shape == (len(trials), 1)  # choice only
+    assert list(table_metrics(config.behavior_modalities)) == [
+        "bps",
+        "bps_pooled",
+        "wheel_speed_r2",
+        "choice_balanced_accuracy",
+    ]
+    entries = report_to_eval_results(report, "org/dataset", metrics=["bps", "wheel_speed_r2"])
+    assert [(e["task_type"], e["metric_type"], e["metric_name"]) for e in entries] == [
+        ("neural-encoding", "bps", "bits per spike"),
+        ("neural-decoding", "wheel_speed_r2", "wheel speed R²"),
+    ]
+    assert card_metric("avg")["task_type"] == "neural-encoding-decoding"
+    assert card_metric("bps_choice_only")["metric_name"] == "bits per spike (choice only)"
+
+
+def test_evaluate_command_with_region_probe_first(model, synthetic_corpus, tmp_path, capsys):
+    """``--region-probe`` before the model path is a flag and does not take the path."""
+    model.save_pretrained(tmp_path / "model")
+    argv = ["evaluate", "--region-probe", str(tmp_path / "model")]
+    argv += ["--dataset", str(synthetic_corpus["dataset_dir"]), "--split", "validation"]
+    assert cli_main(argv) == 0
+    assert "region_cosmos: accuracy" in capsys.readouterr().out

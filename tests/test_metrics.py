@@ -492,3 +492,64 @@ def test_evaluate_r2_and_accuracy_modules(offline_evaluate):
 def test_evaluate_metric_path_unknown_name():
     with pytest.raises(ValueError, match="available"):
         evaluate_metric_path("perplexity")
+
+
+_BLOCKED_LOAD = """
+import importlib.abc, importlib.util, sys
+
+class BlockNedsHf(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "neds_hf" or name.startswith("neds_hf."):
+            raise ImportError(f"neds_hf import blocked: {name}")
+        return None
+
+sys.meta_path.insert(0, BlockNedsHf())
+spec = importlib.util.spec_from_file_location("standalone_metric", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print("loaded", sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "bits_per_spike", "r2"])
+def test_evaluate_module_loads_without_neds_hf(name):
+    """Each metric module loads on its own (evaluate copies it out of the package)."""
+    import subprocess
+    import sys
+
+    module_file = f"{evaluate_metric_path(name)}/{name}.py"
+    completed = subprocess.run(
+        [sys.executable, "-c", _BLOCKED_LOAD, module_file],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "loaded" in completed.stdout
+
+
+def test_evaluate_bits_per_spike_module_masks_match(offline_evaluate):
+    """The stand-alone module's masks and per-neuron values agree with neds_hf.metrics."""
+    _, counts, predicted = make_poisson_data(21)
+    neuron_mask = np.arange(counts.shape[-1]) % 2 == 0
+    eval_mask = np.random.default_rng(21).random(counts.shape) < 0.7
+    metric = offline_evaluate.load(evaluate_metric_path("bits_per_spike"))
+    for convention in ("mean", "pooled"):
+        result = metric.compute(
+            predictions=predicted,
+            references=counts,
+            convention=convention,
+            neuron_mask=neuron_mask,
+            eval_mask=eval_mask,
+            return_per_neuron=True,
+        )
+        expected, per_neuron = bits_per_spike(
+            predicted,
+            counts,
+            convention=convention,
+            neuron_mask=neuron_mask,
+            eval_mask=eval_mask,
+            return_per_neuron=True,
+        )
+        assert result["bits_per_spike"] == pytest.approx(expected, rel=1e-12)
+        np.testing.assert_allclose(result["per_neuron"], per_neuron, rtol=1e-12)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -28,12 +29,16 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_ALPHAS",
+    "LinearBaselinePredictions",
     "LinearEncoder",
     "LogisticDecoder",
     "RidgeDecoder",
+    "fit_linear_baselines",
     "fit_linear_encoder",
     "fit_logistic_decoder",
     "fit_ridge_decoder",
+    "oracle_expected_counts",
+    "trials_to_arrays",
 ]
 
 #: Regularisation grid of the NEDS linear baselines (ridge alpha and logistic C).
@@ -169,6 +174,27 @@ def _reduced_rank_ridge(
     return coefficients, intercept
 
 
+def _check_encoder_inputs(
+    continuous_behaviours: Any, spike_counts: Any, method: str, rank: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(behaviours (trials, T, B), counts (trials, T, N))`` of the encoder."""
+    behaviours = _continuous_3d(continuous_behaviours)  # (trials, T, B)
+    counts = _float_array(spike_counts, "spike_counts", (3,))  # (trials, T, N)
+    if counts.shape[:2] != behaviours.shape[:2]:
+        raise ValueError(
+            f"spike_counts (trials, T) = {counts.shape[:2]} does not match continuous_behaviours "
+            f"{behaviours.shape[:2]}"
+        )
+    if method not in ("rrr", "ridge"):
+        raise ValueError(f"method must be 'rrr' or 'ridge', got {method!r}")
+    num_neurons = counts.shape[-1]
+    if method == "rrr" and not 1 <= rank <= num_neurons:
+        raise ValueError(
+            f"rank must be between 1 and the number of neurons ({num_neurons}), got {rank}"
+        )
+    return behaviours, counts
+
+
 def fit_linear_encoder(
     continuous_behaviours: Any,
     spike_counts: Any,
@@ -201,20 +227,8 @@ def fit_linear_encoder(
         include_time: add a one-hot of the bin index to the design.
         min_rate: predictions are clipped below at this rate.
     """
-    behaviours = _continuous_3d(continuous_behaviours)  # (trials, T, B)
-    counts = _float_array(spike_counts, "spike_counts", (3,))  # (trials, T, N)
-    if counts.shape[:2] != behaviours.shape[:2]:
-        raise ValueError(
-            f"spike_counts (trials, T) = {counts.shape[:2]} does not match continuous_behaviours "
-            f"{behaviours.shape[:2]}"
-        )
-    if method not in ("rrr", "ridge"):
-        raise ValueError(f"method must be 'rrr' or 'ridge', got {method!r}")
+    behaviours, counts = _check_encoder_inputs(continuous_behaviours, spike_counts, method, rank)
     num_trials, num_bins, num_neurons = counts.shape
-    if method == "rrr" and not 1 <= rank <= num_neurons:
-        raise ValueError(
-            f"rank must be between 1 and the number of neurons ({num_neurons}), got {rank}"
-        )
 
     feature_mean = behaviours.reshape(-1, behaviours.shape[-1]).mean(axis=0)  # (B,)
     feature_scale = behaviours.reshape(-1, behaviours.shape[-1]).std(axis=0)  # (B,)
@@ -431,3 +445,134 @@ def fit_logistic_decoder(
     )
     model.fit(counts.reshape(counts.shape[0], -1), targets)
     return LogisticDecoder(model=model, num_bins=counts.shape[1], num_neurons=counts.shape[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# One session's baselines (the demo's table rows)
+# ---------------------------------------------------------------------------------------------
+
+
+def trials_to_arrays(
+    trials: Sequence[Mapping[str, Any]], modalities: Sequence[Mapping[str, Any]]
+) -> dict[str, np.ndarray]:
+    """Stack the trial dicts of ONE session into trial-major arrays.
+
+    Returns ``spikes`` (trials, T, N) counts, ``trial_id`` (trials,) and one array per
+    behaviour modality of `modalities` (a model config's ``behavior_modalities``): continuous
+    ones ``(trials, T)`` in physical units, trial-level categorical ones ``(trials,)``.
+    """
+    if not trials:
+        raise ValueError("no trials to stack")
+    arrays = {
+        "spikes": np.stack([np.asarray(t["spikes"]).T for t in trials]).astype(np.float64),
+        "trial_id": np.array([int(t["trial_id"]) for t in trials]),
+    }
+    for spec in modalities:
+        name = spec["name"]
+        if spec["kind"] == "continuous":
+            arrays[name] = np.stack([np.asarray(t[name], dtype=np.float64) for t in trials])
+        else:
+            arrays[name] = np.stack([np.asarray(t[name]).astype(np.int64) for t in trials])
+    return arrays
+
+
+def oracle_expected_counts(
+    ground_truth: Mapping[str, Any], neurons: Any, trial_ids: np.ndarray
+) -> np.ndarray:
+    """True expected spike counts ``(trials, T, N)`` of a session's dataset neurons.
+
+    The oracle row of a table on synthetic data. Dataset neurons are matched to ground-truth
+    clusters by ``(probe, cluster_id)`` (the neurons table's columns vs the ground truth's
+    ``cluster_probe`` / ``cluster_id``) and trials by ``trial_id`` (a row of the ALF trials
+    table = a row of the ground truth).
+    """
+    cluster_column = {
+        (str(probe), int(cluster)): column
+        for column, (probe, cluster) in enumerate(
+            zip(ground_truth["cluster_probe"], ground_truth["cluster_id"])
+        )
+    }
+    keys = [(str(p), int(c)) for p, c in zip(neurons["probe"], neurons["cluster_id"])]
+    missing = [key for key in keys if key not in cluster_column]
+    if missing:
+        raise ValueError(
+            f"session {ground_truth['eid']}: dataset neurons {missing[:5]} have no "
+            "ground-truth cluster"
+        )
+    expected = ground_truth["expected_counts"]  # (n_trials_alf, C, T)
+    if trial_ids.max() >= expected.shape[0]:
+        raise ValueError(
+            f"session {ground_truth['eid']}: trial_id {trial_ids.max()} beyond the "
+            f"{expected.shape[0]} ground-truth trials"
+        )
+    columns = [cluster_column[key] for key in keys]
+    return expected[trial_ids][:, columns, :].transpose(0, 2, 1)  # (trials, T, N)
+
+
+@dataclass
+class LinearBaselinePredictions:
+    """Test-trial predictions of one session's linear baselines.
+
+    ``encoder_rates`` ``(trials, T, N)`` expected counts; ``decoded`` maps a behaviour to its
+    prediction (continuous ``(trials, T)`` in physical units, categorical ``(trials,)``
+    labels), without the behaviours a decoder could not be fitted for; ``notes`` say why.
+    """
+
+    encoder_rates: np.ndarray
+    decoded: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def fit_linear_baselines(
+    train: Mapping[str, np.ndarray],
+    test: Mapping[str, np.ndarray],
+    modalities: Sequence[Mapping[str, Any]],
+    seed: int,
+) -> LinearBaselinePredictions:
+    """Fit the reduced-rank encoder and the ridge / logistic decoders on one session's train
+    trials (arrays of :func:`trials_to_arrays`) and predict its test trials.
+
+    The encoder maps the continuous behaviours (and the trial-level labels, unless the test
+    trials hold a label value the training trials lack) to counts; each continuous behaviour
+    gets a ridge decoder, each trial-level label a logistic decoder. A decoder that cannot be
+    fitted (e.g. one class in the training trials) is reported in the notes and left out.
+    """
+    continuous = [s["name"] for s in modalities if s["kind"] == "continuous"]
+    labels = [s["name"] for s in modalities if s["kind"] == "categorical" and s["trial_level"]]
+    notes: list[str] = []
+    labels_train = np.stack([train[n] for n in labels], axis=-1) if labels else None  # (n, L)
+    labels_test = np.stack([test[n] for n in labels], axis=-1) if labels else None
+    unseen = [
+        name
+        for column, name in enumerate(labels)
+        if np.setdiff1d(labels_test[:, column], labels_train[:, column]).size
+    ]
+    if unseen:
+        notes.append(
+            f"linear encoder fitted without trial labels: test trials have {unseen} "
+            "values absent from the training trials"
+        )
+        labels_train = labels_test = None
+    encoder = fit_linear_encoder(
+        np.stack([train[n] for n in continuous], axis=-1),  # (n, T, B)
+        train["spikes"],
+        trial_labels=labels_train,
+        method="rrr",
+    )
+    result = LinearBaselinePredictions(
+        encoder_rates=encoder.predict_rates(
+            np.stack([test[n] for n in continuous], axis=-1), labels_test
+        ),  # (n, T, N)
+        notes=notes,
+    )
+    for name in continuous:
+        decoder = fit_ridge_decoder(train["spikes"], train[name])
+        result.decoded[name] = decoder.predict(test["spikes"])  # (n, T), physical units
+    for name in labels:
+        try:
+            classifier = fit_logistic_decoder(train["spikes"], train[name], seed=seed)
+        except ValueError as error:
+            notes.append(f"logistic {name} decoder not fitted: {error}")
+            continue
+        result.decoded[name] = classifier.predict(test["spikes"])  # (n,)
+    return result

@@ -16,8 +16,9 @@ also the validation score that picks the best checkpoint during training.
 
 from __future__ import annotations
 
-import json
-import math
+import argparse
+import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,50 @@ import numpy as np
 import torch
 
 from .collator import DataCollatorForNedsMasking
+from .configuration_neds import BEHAVIOR_NORMALIZATIONS
 from .metrics import accuracy as accuracy_score
-from .metrics import balanced_accuracy, bits_per_spike, r2_flattened, r2_psth, region_probe
+from .metrics import (
+    balanced_accuracy,
+    bits_per_spike,
+    encoding_scores,
+    r2_flattened,
+    r2_psth,
+    region_probe,
+)
 from .modeling_neds import NedsForMaskedModeling
+from .report import evaluation_markdown, metric_display_name, write_json, write_markdown
+
+__all__ = [
+    "DEFAULT_REGION_LEVELS",
+    "PROTOCOL_DECODING",
+    "PROTOCOL_ENCODING",
+    "EvaluationReport",
+    "SessionPredictions",
+    "add_evaluate_arguments",
+    "average_over_sessions",
+    "average_score",
+    "card_metric",
+    "check_finite_trials",
+    "denormalize_behavior",
+    "evaluate_model",
+    "evaluate_trials",
+    "neuron_embeddings",
+    "predict_session",
+    "report_to_eval_results",
+    "run_evaluate",
+    "run_region_probe",
+    "score_session",
+    "trial_conditions",
+]
 
 PROTOCOL_ENCODING = "encoding"
 PROTOCOL_DECODING = "decoding"
+#: Region levels of the neurons table probed by ``neds-hf evaluate --region-probe``.
+DEFAULT_REGION_LEVELS = ("region_beryl", "region_cosmos")
+#: Model-card task of each metric family: (task type, task name).
+ENCODING_TASK = ("neural-encoding", "Neural encoding (behaviour to spikes)")
+DECODING_TASK = ("neural-decoding", "Neural decoding (spikes to behaviour)")
+AVERAGE_TASK = ("neural-encoding-decoding", "Mean of encoding and decoding scores")
 
 
 @dataclass
@@ -69,50 +108,34 @@ class EvaluationReport:
         }
 
     def to_markdown(self) -> str:
-        """A Markdown table: one row per session plus the average."""
-        metrics = list(self.average)
-        lines = ["| session | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-        for session_id, scores in self.per_session.items():
-            lines.append(
-                f"| {session_id} | " + " | ".join(_fmt(scores.get(m)) for m in metrics) + " |"
-            )
-        lines.append("| **average** | " + " | ".join(_fmt(self.average[m]) for m in metrics) + " |")
-        if self.region_probe:
-            lines += [
-                "",
-                "Region probe (linear classifier, 5-fold CV on per-neuron embeddings):",
-                "",
-            ]
-            for level, result in self.region_probe.items():
-                lines.append(
-                    f"- {level}: accuracy {_fmt(result['accuracy'])}, macro F1 "
-                    f"{_fmt(result['macro_f1'])}, chance {_fmt(result['chance_accuracy'])}, "
-                    f"{result['n_neurons']} neurons in {result['n_classes']} classes"
-                )
-        return "\n".join(lines) + "\n"
+        """A Markdown table: one row per session plus the average (and the region probe)."""
+        return evaluation_markdown(self.per_session, self.average, self.region_probe)
 
     def save(self, output_dir: str | Path) -> tuple[Path, Path]:
-        """Write ``evaluation.json`` and ``evaluation.md`` into `output_dir`."""
+        """Write ``evaluation.json`` and ``evaluation.md`` into `output_dir` (atomically)."""
         output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        json_path, markdown_path = output_dir / "evaluation.json", output_dir / "evaluation.md"
-        json_path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
-        markdown_path.write_text(self.to_markdown())
+        json_path = write_json(output_dir / "evaluation.json", self.to_dict())
+        markdown_path = write_markdown(output_dir / "evaluation.md", self.to_markdown())
         return json_path, markdown_path
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.4f}"
+def denormalize_behavior(values: np.ndarray, stats: Mapping[str, float], method: str) -> np.ndarray:
+    """Map normalised continuous behaviour back to physical units.
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    The inverse of the collator's normalisation (``DataCollatorForNedsMasking``) for one
+    session and modality: `stats` holds its ``mean`` / ``std`` / ``min`` / ``max`` (train
+    split) and `method` is one of ``BEHAVIOR_NORMALIZATIONS`` (the model's
+    ``config.behavior_normalization``). A zero spread is treated as 1, as the collator does.
+    """
+    if method not in BEHAVIOR_NORMALIZATIONS:
+        raise ValueError(f"method must be one of {BEHAVIOR_NORMALIZATIONS}, got {method!r}")
+    values = np.asarray(values, dtype=np.float64)
+    if method == "none":
+        return values
+    if method == "minmax":
+        span = stats["max"] - stats["min"]
+        return values * (span if span > 0 else 1.0) + stats["min"]
+    return values * (stats["std"] if stats["std"] > 0 else 1.0) + stats["mean"]
 
 
 # =============================================================================================
@@ -185,35 +208,50 @@ def score_session(
     per_behavior: Mapping[str, SessionPredictions] | None = None,
     conditions: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The scores of one session from its protocol predictions."""
+    """The scores of one session from its protocol predictions (any method's).
+
+    NEDS, the oracle and the linear baselines are all scored here: `encoding` carries
+    predicted rates (bits per spike), `decoding` the behaviour predictions of the modalities in
+    ``model_config.behavior_modalities`` (R², accuracy, balanced accuracy). A modality that a
+    method did not predict scores NaN. `conditions` ``(trials, K)`` adds the PSTH R².
+    """
     scores: dict[str, float] = {}
     if encoding is not None:
-        scores["bps"] = bits_per_spike(
-            encoding.rates, encoding.spikes, log_input=False, convention="mean"
-        )
-        scores["bps_pooled"] = bits_per_spike(
-            encoding.rates, encoding.spikes, log_input=False, convention="pooled"
-        )
+        scores.update(encoding_scores(encoding.rates, encoding.spikes))
     for name, predictions in (per_behavior or {}).items():
         scores[f"bps_{name}_only"] = bits_per_spike(
             predictions.rates, predictions.spikes, log_input=False, convention="mean"
         )
     if decoding is not None:
         for spec in model_config.behavior_modalities:
-            name = spec["name"]
-            predicted, target = decoding.behavior_predictions[name], decoding.behavior_targets[name]
-            if spec["kind"] == "continuous":
-                scores[f"{name}_r2"] = r2_flattened(predicted, target)
-                if conditions is not None:
-                    scores[f"{name}_r2_psth"] = r2_psth(predicted, target, conditions)
-            else:
-                if not spec["trial_level"]:
-                    predicted = predicted.reshape(-1, predicted.shape[-1])
-                    target = target.reshape(-1)
-                scores[f"{name}_accuracy"] = accuracy_score(predicted, target)
-                scores[f"{name}_balanced_accuracy"] = balanced_accuracy(predicted, target)
-    scores["avg"] = average_score(scores)
+            scores.update(_decoding_scores(spec, decoding, conditions))
     return scores
+
+
+def _decoding_scores(
+    spec: Mapping[str, Any], decoding: SessionPredictions, conditions: np.ndarray | None
+) -> dict[str, float]:
+    """R² (continuous) or accuracy / balanced accuracy (categorical) of one modality."""
+    name = spec["name"]
+    continuous = spec["kind"] == "continuous"
+    keys = [f"{name}_r2"] if continuous else [f"{name}_accuracy", f"{name}_balanced_accuracy"]
+    if continuous and conditions is not None:
+        keys.append(f"{name}_r2_psth")
+    if name not in decoding.behavior_predictions:
+        return {key: float("nan") for key in keys}
+    predicted, target = decoding.behavior_predictions[name], decoding.behavior_targets[name]
+    if continuous:
+        scores = {f"{name}_r2": r2_flattened(predicted, target)}
+        if conditions is not None:
+            scores[f"{name}_r2_psth"] = r2_psth(predicted, target, conditions)
+        return scores
+    if not spec["trial_level"]:
+        predicted = predicted.reshape(-1, predicted.shape[-1])
+        target = target.reshape(-1)
+    return {
+        f"{name}_accuracy": accuracy_score(predicted, target),
+        f"{name}_balanced_accuracy": balanced_accuracy(predicted, target),
+    }
 
 
 def average_score(scores: Mapping[str, float]) -> float:
@@ -227,11 +265,57 @@ def average_score(scores: Mapping[str, float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def average_over_sessions(per_session: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean over sessions of every metric (NaN where no session has a finite value)."""
+    metric_names = list(dict.fromkeys(m for scores in per_session.values() for m in scores))
+    average = {}
+    for metric in metric_names:
+        values = [scores.get(metric, float("nan")) for scores in per_session.values()]
+        finite = [v for v in values if v is not None and np.isfinite(v)]
+        average[metric] = float(np.mean(finite)) if finite else float("nan")
+    return average
+
+
 def _group_by_session(dataset: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
     grouped: dict[str, list[Mapping[str, Any]]] = {}
     for trial in dataset:
         grouped.setdefault(trial["session_id"], []).append(trial)
     return grouped
+
+
+def trial_conditions(config: Any, trials: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """``(trials, K)`` labels of the config's trial-level categorical modalities (the PSTH
+    conditions), or None when the model has none or the trials lack them."""
+    names = [
+        spec["name"]
+        for spec in config.behavior_modalities
+        if spec["kind"] == "categorical" and spec["trial_level"]
+    ]
+    if not names or not all(name in trials[0] for name in names):
+        return None
+    return np.array([[int(np.asarray(t[name]).reshape(-1)[0]) for name in names] for t in trials])
+
+
+def check_finite_trials(
+    session_id: str, trials: Sequence[Mapping[str, Any]], fields: Sequence[str]
+) -> None:
+    """Raise a ValueError naming the session, trial and field of the first NaN / inf value.
+
+    Bits per spike skips NaN counts and the model turns a NaN input into NaN predictions, so a
+    non-finite value must be caught before scoring, not averaged away.
+    """
+    for position, trial in enumerate(trials):
+        for name in fields:
+            if name not in trial:
+                continue
+            values = np.asarray(trial[name], dtype=np.float64)
+            if not np.isfinite(values).all():
+                trial_id = trial.get("trial_id", position)
+                raise ValueError(
+                    f"session {session_id}: trial {trial_id}: field {name!r} holds "
+                    f"{int((~np.isfinite(values)).sum())} NaN/inf value(s); evaluation needs "
+                    "finite spike counts and behaviour (drop or repair the trial)"
+                )
 
 
 def evaluate_trials(
@@ -251,50 +335,46 @@ def evaluate_trials(
     grouped = _group_by_session(trials)
     if not grouped:
         raise ValueError(f"no trials to evaluate in split {split!r}")
-    missing = sorted(set(grouped) - set(model.config.sessions))
+    config = model.config
+    missing = sorted(set(grouped) - set(config.sessions))
     if missing:
         raise ValueError(f"the model does not know sessions {missing}; fine-tune it on them first")
-    config = model.config
-    has_behavior = bool(config.behavior_modalities)
+    fields = ["spikes", *(spec["name"] for spec in config.behavior_modalities)]
+    common = dict(
+        normalization=normalization,
+        normalization_method=normalization_method,
+        batch_size=batch_size,
+    )
     per_session: dict[str, dict[str, float]] = {}
     for session_id, session_trials in grouped.items():
-        common = dict(
-            normalization=normalization,
-            normalization_method=normalization_method,
-            batch_size=batch_size,
-        )
-        encoding = (
-            predict_session(model, session_trials, PROTOCOL_ENCODING, **common)
-            if PROTOCOL_ENCODING in protocols
-            else None
-        )
-        decoding = (
-            predict_session(model, session_trials, PROTOCOL_DECODING, **common)
-            if PROTOCOL_DECODING in protocols and has_behavior
-            else None
-        )
+        check_finite_trials(session_id, session_trials, fields)
+        predictions = {
+            protocol: predict_session(model, session_trials, protocol, **common)
+            for protocol in protocols
+            if protocol == PROTOCOL_ENCODING or config.behavior_modalities
+        }
         per_behavior = None
-        if per_behavior_encoding and has_behavior:
+        if per_behavior_encoding and config.behavior_modalities:
             per_behavior = {
                 spec["name"]: predict_session(
                     model, session_trials, f"encoding:{spec['name']}", **common
                 )
                 for spec in config.behavior_modalities
             }
-        conditions = None
-        if all(name in session_trials[0] for name in ("choice", "block")):
-            conditions = np.array([[t["choice"], t["block"]] for t in session_trials])
-        per_session[session_id] = score_session(
-            config, encoding, decoding, per_behavior, conditions
+        scores = score_session(
+            config,
+            predictions.get(PROTOCOL_ENCODING),
+            predictions.get(PROTOCOL_DECODING),
+            per_behavior,
+            trial_conditions(config, session_trials),
         )
-    metric_names = list(dict.fromkeys(m for scores in per_session.values() for m in scores))
-    average = {}
-    for metric in metric_names:
-        values = [scores.get(metric, float("nan")) for scores in per_session.values()]
-        finite = [v for v in values if np.isfinite(v)]
-        average[metric] = float(np.mean(finite)) if finite else float("nan")
+        scores["avg"] = average_score(scores)
+        per_session[session_id] = scores
     return EvaluationReport(
-        per_session=per_session, average=average, protocols=list(protocols), split=split
+        per_session=per_session,
+        average=average_over_sessions(per_session),
+        protocols=list(protocols),
+        split=split,
     )
 
 
@@ -346,32 +426,57 @@ def run_region_probe(
 # =============================================================================================
 
 
+#: Model-card task of a metric key, by key pattern (first match wins; ``{name}`` = modality).
+_CARD_TASKS: tuple[tuple[str, tuple[str, str]], ...] = (
+    (r"bps(_.+)?", ENCODING_TASK),
+    (r"avg", AVERAGE_TASK),
+    (r".+", DECODING_TASK),
+)
+
+
+def card_metric(metric: str) -> dict[str, str]:
+    """The model-card fields of a metric key: task type / name, metric type and name.
+
+    The metric type is the key evaluation writes (``"wheel_speed_r2"``) and the metric name its
+    display name (``"wheel speed R²"``), so a card, ``evaluation.json`` and the demo's
+    ``results.json`` name every score alike.
+    """
+    task_type, task_name = next(
+        task for pattern, task in _CARD_TASKS if re.fullmatch(pattern, metric)
+    )
+    return {
+        "task_type": task_type,
+        "task_name": task_name,
+        "metric_type": metric,
+        "metric_name": metric_display_name(metric),
+    }
+
+
 def report_to_eval_results(
-    report: EvaluationReport, dataset_name: str, dataset_type: str | None = None
+    report: EvaluationReport | Mapping[str, float],
+    dataset_name: str,
+    dataset_type: str | None = None,
+    *,
+    split: str | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Average scores as model-card ``eval_results`` entries (the Hub's model-index)."""
+    """Average scores as model-card ``eval_results`` entries (the Hub's model-index).
+
+    `report` is an :class:`EvaluationReport` or a mapping of average scores (then give
+    `split`); `metrics` restricts the entries to these keys. Non-finite scores are left out.
+    """
+    average = report.average if isinstance(report, EvaluationReport) else report
+    split = split if split is not None else getattr(report, "split", None)
     entries = []
-    for metric, value in report.average.items():
-        if not np.isfinite(value):
+    for metric, value in average.items():
+        if (metrics is not None and metric not in metrics) or not np.isfinite(value):
             continue
-        if metric.startswith("bps"):
-            task_type, task_name = "neural-encoding", "Neural encoding (behaviour to spikes)"
-        elif metric == "avg":
-            task_type, task_name = (
-                "neural-encoding-decoding",
-                "Mean of encoding and decoding scores",
-            )
-        else:
-            task_type, task_name = "neural-decoding", "Neural decoding (spikes to behaviour)"
         entries.append(
             {
-                "task_type": task_type,
-                "task_name": task_name,
+                **card_metric(metric),
                 "dataset_type": dataset_type or dataset_name,
                 "dataset_name": dataset_name,
-                "dataset_split": report.split,
-                "metric_type": metric,
-                "metric_name": metric.replace("_", " "),
+                "dataset_split": split,
                 "metric_value": float(value),
             }
         )
@@ -440,7 +545,7 @@ def evaluate_model(
     return report
 
 
-def add_evaluate_arguments(parser: Any) -> None:
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``neds-hf evaluate``."""
     parser.add_argument("model", help="model folder or Hub id")
     parser.add_argument(
@@ -458,12 +563,19 @@ def add_evaluate_arguments(parser: Any) -> None:
         action="store_true",
         help="also run one-behaviour encoding for every behaviour",
     )
+    # a flag, not an option with optional values, so that it never swallows the model path
     parser.add_argument(
         "--region-probe",
-        nargs="*",
-        default=None,
+        action="store_true",
+        help="run the region probe on the per-neuron embeddings (levels: --region-levels)",
+    )
+    parser.add_argument(
+        "--region-levels",
+        nargs="+",
+        default=list(DEFAULT_REGION_LEVELS),
         metavar="LEVEL",
-        help="run the region probe (default levels: region_beryl region_cosmos)",
+        help="region columns of the neurons table probed by --region-probe "
+        f"(default: {' '.join(DEFAULT_REGION_LEVELS)})",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
@@ -471,20 +583,30 @@ def add_evaluate_arguments(parser: Any) -> None:
     )
 
 
-def run_evaluate(args: Any) -> int:
-    """Run ``neds-hf evaluate`` and print the Markdown table."""
-    levels: Sequence[str] = ()
-    if args.region_probe is not None:
-        levels = args.region_probe or ("region_beryl", "region_cosmos")
-    report = evaluate_model(
-        args.model,
-        args.dataset,
-        split=args.split,
-        sessions=args.sessions,
-        per_behavior_encoding=args.per_behavior,
-        region_probe_levels=levels,
-        batch_size=args.batch_size,
-    )
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``neds-hf evaluate`` and print the Markdown table.
+
+    Returns 0, or 2 with the reason on stderr when the arguments or the data are invalid.
+    """
+    if args.batch_size < 1:
+        print(
+            f"neds-hf evaluate: error: --batch-size must be >= 1, got {args.batch_size}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        report = evaluate_model(
+            args.model,
+            args.dataset,
+            split=args.split,
+            sessions=args.sessions,
+            per_behavior_encoding=args.per_behavior,
+            region_probe_levels=args.region_levels if args.region_probe else (),
+            batch_size=args.batch_size,
+        )
+    except ValueError as error:
+        print(f"neds-hf evaluate: error: {error}", file=sys.stderr)
+        return 2
     print(report.to_markdown())
     if args.output:
         json_path, markdown_path = report.save(args.output)

@@ -11,23 +11,26 @@ needs, so a broken repository is never published.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
+import httpx2
 import torch
 import yaml
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants
+from huggingface_hub.errors import OfflineModeIsEnabled
 from transformers import PreTrainedModel
 
+from .atomic import atomic_directory, atomic_write_bytes
 from .configuration_neds import NedsConfig
 from .modeling_neds import NedsForMaskedModeling
 
@@ -224,6 +227,67 @@ def _mentions_synthetic(datasets: Sequence[str], training_config: Any) -> bool:
     return "synthetic" in text.lower()
 
 
+def _card_modalities(config: NedsConfig) -> list[dict[str, Any]]:
+    """Rows of the card's modalities table, read from the model config."""
+    rows = []
+    for spec in config.modalities:
+        trial_level = spec["kind"] == "categorical" and spec["trial_level"]
+        rows.append(
+            {
+                "name": spec["name"],
+                "kind": spec["kind"] + (" (one label per trial)" if trial_level else ""),
+                "classes": spec.get("num_classes", "") or "",
+                "tokens": config.modality_num_tokens(spec),
+            }
+        )
+    return rows
+
+
+def _card_architecture(config: NedsConfig) -> list[tuple[str, Any]]:
+    """Rows of the card's architecture table."""
+    return [
+        ("hidden size", config.hidden_size),
+        ("transformer layers", config.num_hidden_layers),
+        ("attention heads", config.num_attention_heads),
+        ("MLP size", config.intermediate_size),
+        ("time bins per trial", config.num_time_bins),
+        ("tokens per trial", config.num_tokens),
+        ("spike stitcher size", config.spike_stitcher_size),
+        ("rotary positions", "yes" if config.use_rope else "no"),
+        ("prompt token", "yes" if config.use_prompt else "no"),
+        (
+            "dropout (hidden / attention / embedding)",
+            f"{config.hidden_dropout} / {config.attention_dropout} / {config.embedding_dropout}",
+        ),
+        ("masking schemes", ", ".join(config.default_masking_schemes)),
+    ]
+
+
+def _card_data(
+    config: NedsConfig,
+    model_name: str,
+    datasets: Sequence[str],
+    base_model: str | None,
+    results: list[EvalResult],
+    synthetic_data: bool,
+) -> ModelCardData:
+    """The card's metadata (YAML front matter); the Hub only takes repo ids as datasets /
+    base model, so local paths stay in the card's text."""
+    tags = list(CARD_TAGS) + (["mtm"] if not config.behavior_modalities else [])
+    if synthetic_data:
+        tags.append("synthetic-data")
+    return ModelCardData(
+        library_name="transformers",
+        license="mit",
+        pipeline_tag="feature-extraction",
+        tags=tags,
+        datasets=[d for d in datasets if is_hub_id(d)] or None,
+        base_model=base_model if is_hub_id(base_model) else None,
+        model_name=model_name,
+        eval_results=results or None,
+    )
+
+
 def render_model_card(
     model_or_config: PreTrainedModel | NedsConfig,
     *,
@@ -241,7 +305,7 @@ def render_model_card(
         model_or_config: a NEDS model (parameters are counted on it) or a `NedsConfig`.
         repo_id: Hub repository id the card describes (``org/name``); used in the code samples.
         eval_results: evaluation results as dicts (see :func:`to_eval_results`); they become the
-            card's ``model-index`` and its evaluation table.
+            card's ``model-index`` and its evaluation table. Optional keys may be left out.
         datasets: Hub dataset ids the model was trained on.
         training_config: the training configuration, shown as YAML.
         base_model: the Hub id of the pretrained model this one was fine-tuned from.
@@ -250,8 +314,9 @@ def render_model_card(
             limitations); `None` infers it from the dataset ids and the training configuration.
 
     Returns:
-        The card; its metadata has ``library_name: transformers``, ``license: mit``, tags,
-        ``pipeline_tag``, ``datasets``, ``base_model`` and ``model-index``.
+        The card (``ModelCard.from_template``); its metadata has ``library_name:
+        transformers``, ``license: mit``, tags, ``pipeline_tag``, ``datasets``, ``base_model``
+        and ``model-index``. The modalities and sessions come from the model config.
     """
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise ValueError(f"repo_id must be a non-empty string like 'org/name', got {repo_id!r}")
@@ -263,59 +328,12 @@ def render_model_card(
         synthetic_data = _mentions_synthetic(datasets, plain_training_config)
     is_mtm = not config.behavior_modalities
     model_name = repo_id.rstrip("/").split("/")[-1]
-
-    tags = list(CARD_TAGS) + (["mtm"] if is_mtm else [])
-    if synthetic_data:
-        tags.append("synthetic-data")
-    card_data = ModelCardData(
-        library_name="transformers",
-        license="mit",
-        pipeline_tag="feature-extraction",
-        tags=tags,
-        # the Hub's metadata only accepts repo ids; local paths stay in the card's text
-        datasets=[d for d in datasets if is_hub_id(d)] or None,
-        base_model=base_model if is_hub_id(base_model) else None,
-        model_name=model_name,
-        eval_results=results or None,
-    )
-    modalities = []
-    for spec in config.modalities:
-        modalities.append(
-            {
-                "name": spec["name"],
-                "kind": spec["kind"]
-                + (
-                    " (one label per trial)"
-                    if spec["kind"] == "categorical" and spec["trial_level"]
-                    else ""
-                ),
-                "classes": spec.get("num_classes", "") or "",
-                "tokens": config.modality_num_tokens(spec),
-            }
-        )
-    architecture = [
-        ("hidden size", config.hidden_size),
-        ("transformer layers", config.num_hidden_layers),
-        ("attention heads", config.num_attention_heads),
-        ("MLP size", config.intermediate_size),
-        ("time bins per trial", config.num_time_bins),
-        ("tokens per trial", config.num_tokens),
-        ("spike stitcher size", config.spike_stitcher_size),
-        ("rotary positions", "yes" if config.use_rope else "no"),
-        ("prompt token", "yes" if config.use_prompt else "no"),
-        (
-            "dropout (hidden / attention / embedding)",
-            f"{config.hidden_dropout} / {config.attention_dropout} / {config.embedding_dropout}",
-        ),
-        ("masking schemes", ", ".join(config.default_masking_schemes)),
-    ]
     template_file = Path(template_path) if template_path is not None else default_template_path()
     if not template_file.is_file():
         raise FileNotFoundError(f"model card template not found: {template_file}")
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    template = environment.from_string(template_file.read_text(encoding="utf-8"))
-    content = template.render(
-        card_data=card_data.to_yaml(),
+    card = ModelCard.from_template(
+        _card_data(config, model_name, datasets, base_model, results, synthetic_data),
+        template_path=str(template_file),
         repo_id=repo_id,
         model_name=model_name,
         model_family="MtM (spike-only NEDS)"
@@ -330,24 +348,43 @@ def render_model_card(
         ],
         num_parameters=_count_parameters(model_or_config, config),
         num_time_bins=config.num_time_bins,
-        modalities=modalities,
+        modalities=_card_modalities(config),
         sessions=list(config.sessions.items()),
         total_neurons=sum(config.sessions.values()),
-        architecture=architecture,
+        architecture=_card_architecture(config),
         training_config_yaml=(
             yaml.safe_dump(plain_training_config, sort_keys=False, default_flow_style=False)
             if plain_training_config
             else None
         ),
-        eval_results=[dict(entry) for entry in eval_results or []],
+        # every key present (optional ones as None), so the template never meets a missing one
+        eval_results=[
+            {key: entry.get(key) for key in EVAL_RESULT_KEYS} for entry in eval_results or []
+        ],
         synthetic_data=synthetic_data,
     )
-    return ModelCard(content)
+    # jinja2 drops the template's final newline; a card file ends with one
+    return ModelCard(card.content if card.content.endswith("\n") else card.content + "\n")
 
 
 # =============================================================================================
 # Saving and pushing
 # =============================================================================================
+
+
+def _side_files(
+    training_config: Mapping[str, Any] | None, eval_results: Sequence[Mapping[str, Any]] | None
+) -> dict[str, bytes]:
+    """``training_config.yaml`` / ``eval_results.json`` contents (only those that are given)."""
+    files = {}
+    if training_config:
+        files[TRAINING_CONFIG_FILE] = yaml.safe_dump(
+            _plain(training_config, ""), sort_keys=False
+        ).encode("utf-8")
+    if eval_results:
+        payload = {"eval_results": [dict(entry) for entry in eval_results]}
+        files[EVAL_RESULTS_FILE] = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+    return files
 
 
 def save_model_with_card(
@@ -358,28 +395,20 @@ def save_model_with_card(
     ``card_kwargs`` are those of :func:`render_model_card` (``repo_id`` is required). When given,
     the training configuration is also written as ``training_config.yaml`` and the evaluation
     results as ``eval_results.json``, so that a later push can re-render the card from them.
+    The folder is built aside and swapped in whole (``neds_hf.atomic``): a failed save leaves
+    the previous folder as it was, and no side file of an earlier save outlives this card.
     Returns the output directory.
     """
     if "repo_id" not in card_kwargs:
         raise TypeError("save_model_with_card needs repo_id=... for the model card")
     output_dir = Path(output_dir)
     card = render_model_card(model, **card_kwargs)  # render first: bad card input writes nothing
-    model.save_pretrained(output_dir)
-    card.save(output_dir / "README.md")
-    # side files from an earlier save into the same directory must not outlive this card
-    training_config = card_kwargs.get("training_config")
-    (output_dir / TRAINING_CONFIG_FILE).unlink(missing_ok=True)
-    if training_config:
-        (output_dir / TRAINING_CONFIG_FILE).write_text(
-            yaml.safe_dump(_plain(training_config, ""), sort_keys=False), encoding="utf-8"
-        )
-    eval_results = card_kwargs.get("eval_results")
-    (output_dir / EVAL_RESULTS_FILE).unlink(missing_ok=True)
-    if eval_results:
-        (output_dir / EVAL_RESULTS_FILE).write_text(
-            json.dumps({"eval_results": [dict(entry) for entry in eval_results]}, indent=2) + "\n",
-            encoding="utf-8",
-        )
+    side_files = _side_files(card_kwargs.get("training_config"), card_kwargs.get("eval_results"))
+    with atomic_directory(output_dir) as staging:
+        model.save_pretrained(staging)
+        (staging / "README.md").write_text(card.content, encoding="utf-8")
+        for name, data in side_files.items():
+            (staging / name).write_bytes(data)
     return output_dir
 
 
@@ -437,6 +466,72 @@ def _existing_card(model_dir: Path) -> ModelCard | None:
     return ModelCard.load(readme) if readme.is_file() else None
 
 
+class HubUnreachableError(ConnectionError):
+    """The Hub cannot be reached (offline mode or no connection); nothing was uploaded."""
+
+
+def _card_updates(
+    model_dir: Path,
+    config: NedsConfig,
+    repo_id: str,
+    eval_results: Sequence[Mapping[str, Any]] | None,
+    datasets: Sequence[str] | None,
+    training_config: Mapping[str, Any] | None,
+    base_model: str | None,
+) -> dict[str, bytes]:
+    """Files of `model_dir` a push rewrites (``README.md``, ``eval_results.json``), rendered
+    in memory; empty when the existing card is kept (see :func:`push_model_to_hub`)."""
+    card = _existing_card(model_dir)
+    marker = _CARD_MARKER.search(card.content) if card is not None else None
+    rerender = (
+        card is None
+        or eval_results is not None
+        or (marker is not None and marker.group(1) != repo_id)
+    )
+    if not rerender:
+        return {}
+    metadata = card.data.to_dict() if card is not None else {}
+    if training_config is None and (model_dir / TRAINING_CONFIG_FILE).is_file():
+        training_config = yaml.safe_load(
+            (model_dir / TRAINING_CONFIG_FILE).read_text(encoding="utf-8")
+        )
+    updates = {}
+    if eval_results is None and (model_dir / EVAL_RESULTS_FILE).is_file():
+        eval_results = load_eval_results(model_dir / EVAL_RESULTS_FILE)
+    elif eval_results is not None:
+        updates.update(_side_files(None, eval_results))
+    new_card = render_model_card(
+        config,
+        repo_id=repo_id,
+        eval_results=eval_results,
+        datasets=datasets if datasets is not None else metadata.get("datasets"),
+        training_config=training_config,
+        base_model=base_model if base_model is not None else metadata.get("base_model"),
+    )
+    updates["README.md"] = new_card.content.encode("utf-8")
+    return updates
+
+
+@contextlib.contextmanager
+def _files_in_place(folder: Path, files: Mapping[str, bytes]) -> Iterator[None]:
+    """Write `files` into `folder` (atomically, each) for the duration of the block; if the
+    block fails, put back what was there before (or remove what was not)."""
+    previous = {
+        name: (folder / name).read_bytes() if (folder / name).is_file() else None for name in files
+    }
+    try:
+        for name, data in files.items():
+            atomic_write_bytes(folder / name, data)
+        yield
+    except BaseException:
+        for name, data in previous.items():
+            if data is None:
+                (folder / name).unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(folder / name, data)
+        raise
+
+
 def push_model_to_hub(
     model_dir: str | Path,
     repo_id: str,
@@ -456,53 +551,37 @@ def push_model_to_hub(
     given, or when it is a NEDS card written for another repo id; a hand-written card is kept
     otherwise. Card inputs not passed here are taken from the existing card's metadata
     (datasets, base model) and from ``training_config.yaml`` / ``eval_results.json`` in the
-    directory. Returns the `CommitInfo` of the upload (``.commit_url``, ``.oid``).
+    directory. The new card is rendered in memory and written into the folder only once the
+    repository exists, right before the upload; a failed upload puts the previous files back,
+    so a push that cannot happen leaves the folder unchanged. Raises
+    :class:`HubUnreachableError` when the Hub cannot be reached (offline mode, no network).
+    Returns the `CommitInfo` of the upload (``.commit_url``, ``.oid``).
     """
     model_dir = Path(model_dir)
     config = validate_model_dir(model_dir)
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
-
-    card = _existing_card(model_dir)
-    marker = _CARD_MARKER.search(card.content) if card is not None else None
-    rerender = (
-        card is None
-        or eval_results is not None
-        or (marker is not None and marker.group(1) != repo_id)
+    updates = _card_updates(
+        model_dir, config, repo_id, eval_results, datasets, training_config, base_model
     )
-    if rerender:
-        metadata = card.data.to_dict() if card is not None else {}
-        if training_config is None and (model_dir / TRAINING_CONFIG_FILE).is_file():
-            training_config = yaml.safe_load(
-                (model_dir / TRAINING_CONFIG_FILE).read_text(encoding="utf-8")
-            )
-        if eval_results is None and (model_dir / EVAL_RESULTS_FILE).is_file():
-            eval_results = load_eval_results(model_dir / EVAL_RESULTS_FILE)
-        elif eval_results is not None:
-            (model_dir / EVAL_RESULTS_FILE).write_text(
-                json.dumps({"eval_results": [dict(entry) for entry in eval_results]}, indent=2)
-                + "\n",
-                encoding="utf-8",
-            )
-        new_card = render_model_card(
-            config,
-            repo_id=repo_id,
-            eval_results=eval_results,
-            datasets=datasets if datasets is not None else metadata.get("datasets"),
-            training_config=training_config,
-            base_model=base_model if base_model is not None else metadata.get("base_model"),
-        )
-        new_card.save(model_dir / "README.md")
-
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(model_dir),
-        repo_type="model",
-        commit_message=commit_message,
-        ignore_patterns=_IGNORED_UPLOAD_PATTERNS,
-    )
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        with _files_in_place(model_dir, updates):
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(model_dir),
+                repo_type="model",
+                commit_message=commit_message,
+                ignore_patterns=_IGNORED_UPLOAD_PATTERNS,
+            )
+    except (OfflineModeIsEnabled, httpx2.TransportError, ConnectionError) as error:
+        raise HubUnreachableError(
+            f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} to push {model_dir} "
+            f"to {repo_id} ({type(error).__name__}: {error}); nothing was uploaded and the "
+            "folder is unchanged. Unset HF_HUB_OFFLINE, check the network, or set HF_ENDPOINT "
+            "to a reachable Hub"
+        ) from error
 
 
 # =============================================================================================
@@ -540,7 +619,8 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 def run_push(args: argparse.Namespace) -> int:
     """Run ``neds-hf push`` from parsed arguments; prints the commit URL.
 
-    Returns 0, or 2 (with the reason on stderr) when the folder or the arguments are invalid.
+    Returns 0; 2 (with the reason on stderr) when the folder or the arguments are invalid; 1
+    when the Hub cannot be reached.
     """
     try:
         eval_results = load_eval_results(args.eval_results) if args.eval_results else None
@@ -555,6 +635,9 @@ def run_push(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except HubUnreachableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"pushed {args.model_dir} to {args.repo_id}: {getattr(commit, 'commit_url', commit)}")
     return 0
 
@@ -564,6 +647,7 @@ __all__ = [
     "EVAL_RESULT_KEYS",
     "MODEL_CARD_TEMPLATE",
     "REQUIRED_MODEL_FILES",
+    "HubUnreachableError",
     "add_push_arguments",
     "default_template_path",
     "load_eval_results",

@@ -14,33 +14,41 @@ Definitions (see DESIGN.md, "Metrics"):
   Two conventions are reported: ``"mean"`` (NEDS: mean of the per-neuron values, neurons
   without spikes ignored) and ``"pooled"`` (NLB / BrainWideBench / ``ibl-bwb-eval``: sums over
   neurons before dividing by the total spike count).
-* **R²** for continuous behaviour, ``sklearn.metrics.r2_score`` semantics on trials x bins
-  flattened, and a PSTH R² on condition-averaged traces.
-* **Accuracy** and **balanced accuracy** for categorical behaviour.
+* **R²** for continuous behaviour, ``sklearn.metrics.r2_score`` on trials x bins flattened,
+  and a PSTH R² on condition-averaged traces.
+* **Accuracy** and **balanced accuracy** for categorical behaviour (scikit-learn's).
+* :func:`encoding_scores`: the pair every table reports for an encoder (``bps`` mean and
+  ``bps_pooled``), so no caller re-implements it.
 * **Region probe**: a cross-validated linear classifier of brain region from per-neuron
   embeddings.
 
-The ``evaluate``-library wrappers of these functions live in ``metrics_evaluate/``; their
-paths are given by :func:`evaluate_metric_path`.
+The ``evaluate``-library modules in ``metrics_evaluate/`` (paths: :func:`evaluate_metric_path`)
+load on their own, without neds_hf, because ``evaluate`` copies them out of the package; the
+bits-per-spike module therefore carries its own short copy of the computation, and the tests
+check that every module agrees with the functions here.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from scipy.special import gammaln
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, r2_score
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ENCODING_METRICS",
     "MIN_RATE",
     "accuracy",
     "balanced_accuracy",
     "bits_per_spike",
+    "encoding_scores",
     "evaluate_metric_path",
     "poisson_nll",
     "r2_flattened",
@@ -51,6 +59,9 @@ __all__ = [
 #: Rates that are exactly zero are replaced by this value before taking logs (NLB / NEDS),
 #: and units whose null rate is below it are excluded from the pooled score (ibl-bwb-eval).
 MIN_RATE = 1e-9
+
+#: The encoding score pair every table reports: metric key -> bits-per-spike convention.
+ENCODING_METRICS = {"bps": "mean", "bps_pooled": "pooled"}
 
 _EVALUATE_DIR = Path(__file__).resolve().parent / "metrics_evaluate"
 
@@ -278,23 +289,22 @@ def bits_per_spike(
     return (score, per_neuron) if return_per_neuron else score
 
 
+def encoding_scores(rates: Any, spike_counts: Any, *, log_input: bool = False) -> dict[str, float]:
+    """The bits-per-spike pair of an encoder: ``{"bps": mean convention, "bps_pooled": pooled}``.
+
+    Every encoder of a table (NEDS, the oracle, the linear baselines) is scored by this one
+    function, so the two conventions are always computed the same way. `rates` are expected
+    counts per bin (or log-rates with `log_input`), ``(trials, T, N)`` like `spike_counts`.
+    """
+    return {
+        key: bits_per_spike(rates, spike_counts, log_input=log_input, convention=convention)
+        for key, convention in ENCODING_METRICS.items()
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Continuous behaviour
 # ---------------------------------------------------------------------------------------------
-
-
-def _r2_columns(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """R² per column of ``(samples, D)`` arrays with ``r2_score``'s ``force_finite`` rule.
-
-    A constant target column scores 1.0 when predicted exactly and 0.0 otherwise.
-    """
-    residual_ss = ((targets - predictions) ** 2).sum(axis=0)  # (D,)
-    total_ss = ((targets - targets.mean(axis=0)) ** 2).sum(axis=0)  # (D,)
-    scores = np.ones_like(total_ss)
-    nonconstant = total_ss != 0
-    scores[nonconstant] = 1.0 - residual_ss[nonconstant] / total_ss[nonconstant]
-    scores[~nonconstant & (residual_ss != 0)] = 0.0
-    return scores
 
 
 def _check_pair(predictions: Any, targets: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -335,14 +345,12 @@ def r2_flattened(
     else:
         predictions = predictions.reshape(-1, predictions.shape[-1])  # (S, D)
         targets = targets.reshape(-1, targets.shape[-1])  # (S, D)
-    scores = _r2_columns(predictions, targets)  # (D,)
-    if multioutput == "raw_values":
-        return scores
-    if multioutput != "uniform_average":
+    if multioutput not in ("uniform_average", "raw_values"):
         raise ValueError(
             f"multioutput must be 'uniform_average' or 'raw_values', got {multioutput!r}"
         )
-    return float(scores.mean())
+    scores = r2_score(targets, predictions, multioutput="raw_values")  # (D,)
+    return scores if multioutput == "raw_values" else float(np.mean(scores))
 
 
 def r2_psth(pred: Any, target: Any, conditions: Any) -> float:
@@ -410,7 +418,7 @@ def accuracy(pred: Any, target: Any) -> float:
     ``pred`` holds labels ``(n,)`` or logits / probabilities ``(n, C)`` (argmax is taken).
     """
     predictions, targets = _labels_from(pred, target, "accuracy")
-    return float(np.mean(predictions == targets))
+    return float(accuracy_score(targets, predictions))
 
 
 def balanced_accuracy(pred: Any, target: Any) -> float:
@@ -419,11 +427,12 @@ def balanced_accuracy(pred: Any, target: Any) -> float:
     ``pred`` holds labels ``(n,)`` or logits / probabilities ``(n, C)`` (argmax is taken).
     Classes are those present in ``target``: a class never predicted has recall 0 and counts;
     a class that is only predicted (absent from the targets) has no recall and is left out of
-    the mean, exactly as sklearn does (sklearn also warns in that case).
+    the mean (sklearn's warning about it is silenced).
     """
     predictions, targets = _labels_from(pred, target, "balanced_accuracy")
-    recalls = [np.mean(predictions[targets == label] == label) for label in np.unique(targets)]
-    return float(np.mean(recalls))
+    with warnings.catch_warnings():  # the left-out class is documented above, not a surprise
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(targets, predictions))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,13 +472,35 @@ def region_probe(
     Raises:
         ValueError: mismatched shapes, non-finite embeddings, or fewer than 2 classes left.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
+    features, targets, kept_classes, counts_info = _probe_inputs(embeddings, labels, n_splits)
+    fold_accuracy, fold_macro_f1 = _probe_folds(
+        features, targets, kept_classes, n_splits, seed, classifier
+    )
+    dropped, n_dropped, kept_counts = counts_info
+    return {
+        "accuracy": float(np.mean(fold_accuracy)),
+        "accuracy_std": float(np.std(fold_accuracy)),
+        "macro_f1": float(np.mean(fold_macro_f1)),
+        "macro_f1_std": float(np.std(fold_macro_f1)),
+        "chance_accuracy": float(kept_counts.max() / kept_counts.sum()),
+        "n_neurons": int(targets.shape[0]),
+        "n_classes": int(kept_classes.size),
+        "classes": [_plain(label) for label in kept_classes],
+        "dropped_classes": dropped,
+        "n_neurons_dropped": n_dropped,
+        "n_splits": int(n_splits),
+        "classifier": classifier,
+    }
 
+
+def _probe_inputs(
+    embeddings: Any, labels: Any, n_splits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[dict[Any, int], int, np.ndarray]]:
+    """Validated probe inputs without the classes too small to stratify.
+
+    Returns ``(features (n_kept, D), targets (n_kept,), kept classes, (dropped classes ->
+    count, neurons dropped, kept class counts))``.
+    """
     embedding_array = _to_numpy(embeddings, "embeddings")
     label_array = np.asarray(labels).reshape(-1)
     if embedding_array.ndim != 2:
@@ -503,8 +534,25 @@ def region_probe(
             f"were { {_plain(c): int(n) for c, n in zip(classes, counts)} }"
         )
     keep = np.isin(label_array, kept_classes)
-    features = embedding_array[keep]  # (n_kept, D)
-    targets = label_array[keep]  # (n_kept,)
+    info = (dropped, int((~keep).sum()), counts[~too_small])
+    return embedding_array[keep], label_array[keep], kept_classes, info
+
+
+def _probe_folds(
+    features: np.ndarray,
+    targets: np.ndarray,
+    kept_classes: np.ndarray,
+    n_splits: int,
+    seed: int,
+    classifier: str,
+) -> tuple[list[float], list[float]]:
+    """Accuracy and macro F1 of a standardised linear classifier on each stratified fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
 
     if classifier == "logistic":
         estimator = LogisticRegression(max_iter=5000)
@@ -512,15 +560,13 @@ def region_probe(
         estimator = LinearSVC(max_iter=20000, random_state=seed)
     else:
         raise ValueError(f"classifier must be 'logistic' or 'linear_svm', got {classifier!r}")
-
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    fold_accuracy = []
-    fold_macro_f1 = []
+    fold_accuracy, fold_macro_f1 = [], []
     for train_index, test_index in folds.split(features, targets):
         model = make_pipeline(StandardScaler(), estimator)
         model.fit(features[train_index], targets[train_index])
         predicted = model.predict(features[test_index])
-        fold_accuracy.append(np.mean(predicted == targets[test_index]))
+        fold_accuracy.append(float(np.mean(predicted == targets[test_index])))
         fold_macro_f1.append(
             f1_score(
                 targets[test_index],
@@ -530,21 +576,7 @@ def region_probe(
                 zero_division=0,
             )
         )
-    kept_counts = counts[~too_small]
-    return {
-        "accuracy": float(np.mean(fold_accuracy)),
-        "accuracy_std": float(np.std(fold_accuracy)),
-        "macro_f1": float(np.mean(fold_macro_f1)),
-        "macro_f1_std": float(np.std(fold_macro_f1)),
-        "chance_accuracy": float(kept_counts.max() / kept_counts.sum()),
-        "n_neurons": int(targets.shape[0]),
-        "n_classes": int(kept_classes.size),
-        "classes": [_plain(label) for label in kept_classes],
-        "dropped_classes": dropped,
-        "n_neurons_dropped": int((~keep).sum()),
-        "n_splits": int(n_splits),
-        "classifier": classifier,
-    }
+    return fold_accuracy, fold_macro_f1
 
 
 def _plain(label: Any) -> Any:

@@ -1,12 +1,15 @@
-"""Accuracy as an ``evaluate`` metric module (wraps ``neds_hf.metrics.accuracy``).
+"""Accuracy as an ``evaluate`` metric module (sklearn ``accuracy_score``, as ``neds_hf.metrics``).
+
+Self-contained: ``evaluate`` copies this file into its module cache, so it imports no neds_hf
+code.
 
 Load offline with ``evaluate.load(neds_hf.metrics.evaluate_metric_path("accuracy"))``.
 """
 
 import datasets
 import evaluate
-
-from neds_hf.metrics import accuracy
+import numpy as np
+from sklearn.metrics import accuracy_score
 
 _DESCRIPTION = """
 Fraction of trials whose predicted class equals the true class (sklearn `accuracy_score`).
@@ -24,6 +27,14 @@ Examples:
 """
 
 
+def _accuracy(predictions, references):
+    """Fraction of correct labels; logits / probabilities ``(n, C)`` are reduced by argmax."""
+    predicted, target = np.asarray(predictions), np.asarray(references).reshape(-1)
+    if predicted.ndim == 2 and predicted.shape[0] == target.shape[0]:
+        predicted = predicted.argmax(axis=-1)
+    return float(accuracy_score(target, predicted.reshape(-1)))
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Accuracy(evaluate.Metric):
     """Accuracy of categorical predictions."""
@@ -39,4 +50,4 @@ class Accuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"accuracy": accuracy(predictions, references)}
+        return {"accuracy": _accuracy(predictions, references)}

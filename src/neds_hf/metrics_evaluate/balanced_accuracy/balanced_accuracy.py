@@ -1,12 +1,17 @@
-"""Balanced accuracy as an ``evaluate`` metric module (wraps ``neds_hf.metrics``).
+"""Balanced accuracy as an ``evaluate`` metric module (sklearn, as ``neds_hf.metrics``).
+
+Self-contained: ``evaluate`` copies this file into its module cache, so it imports no neds_hf
+code.
 
 Load offline with ``evaluate.load(neds_hf.metrics.evaluate_metric_path("balanced_accuracy"))``.
 """
 
+import warnings
+
 import datasets
 import evaluate
-
-from neds_hf.metrics import balanced_accuracy
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
 
 _DESCRIPTION = """
 Mean per-class recall over the classes present in the references (sklearn
@@ -25,6 +30,16 @@ Examples:
 """
 
 
+def _balanced_accuracy(predictions, references):
+    """Mean per-class recall over the reference classes; logits are reduced by argmax."""
+    predicted, target = np.asarray(predictions), np.asarray(references).reshape(-1)
+    if predicted.ndim == 2 and predicted.shape[0] == target.shape[0]:
+        predicted = predicted.argmax(axis=-1)
+    with warnings.catch_warnings():  # a class only predicted is left out of the mean
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(target, predicted.reshape(-1)))
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class BalancedAccuracy(evaluate.Metric):
     """Balanced accuracy of categorical predictions."""
@@ -40,4 +55,4 @@ class BalancedAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"balanced_accuracy": balanced_accuracy(predictions, references)}
+        return {"balanced_accuracy": _balanced_accuracy(predictions, references)}

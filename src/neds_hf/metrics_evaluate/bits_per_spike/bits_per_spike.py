@@ -1,4 +1,8 @@
-"""Bits per spike as an ``evaluate`` metric module (wraps ``neds_hf.metrics.bits_per_spike``).
+"""Bits per spike as an ``evaluate`` metric module.
+
+Self-contained: ``evaluate`` copies this file into its module cache, so it cannot import
+neds_hf. The computation below is the one of ``neds_hf.metrics.bits_per_spike`` in short (same
+null model, rate floor and conventions); ``tests/test_metrics.py`` checks that both agree.
 
 Load offline with ``evaluate.load(neds_hf.metrics.evaluate_metric_path("bits_per_spike"))``.
 """
@@ -7,7 +11,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from neds_hf.metrics import bits_per_spike
+MIN_RATE = 1e-9  # floor of zero rates and of the pooled score's null rates (NLB)
 
 _DESCRIPTION = """
 Bits per spike of predicted Poisson rates against observed spike counts: per neuron,
@@ -41,6 +45,45 @@ _CITATION = """
   year={2025}
 }
 """
+
+
+def _bits_per_spike(predictions, counts, log_input, convention, neuron_mask, eval_mask):
+    """``(score, per_neuron)`` of (..., N) predictions against counts (NaN counts skipped)."""
+    if predictions.shape != counts.shape:
+        raise ValueError(f"predictions {predictions.shape} and references {counts.shape} differ")
+    if convention not in ("mean", "pooled"):
+        raise ValueError(f"convention must be 'mean' or 'pooled', got {convention!r}")
+    num_neurons = counts.shape[-1]
+    evaluated = ~np.isnan(counts)
+    if eval_mask is not None:
+        evaluated &= np.broadcast_to(np.asarray(eval_mask, dtype=bool), counts.shape)
+    evaluated = evaluated.reshape(-1, num_neurons)  # (S, N)
+    counts = np.where(evaluated, counts.reshape(-1, num_neurons), 0.0)  # (S, N)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        flat = predictions.reshape(-1, num_neurons)  # (S, N)
+        rates = np.exp(flat) if log_input else flat.copy()
+        log_rates = flat.copy() if log_input else np.log(rates)
+        log_rates[rates == 0] = np.log(MIN_RATE)
+        rates[rates == 0] = MIN_RATE
+        rates, log_rates = np.where(evaluated, rates, 0.0), np.where(evaluated, log_rates, 0.0)
+        num_evaluated = evaluated.sum(axis=0).astype(np.float64)  # (N,)
+        spikes = counts.sum(axis=0)  # (N,)
+        null_rate = spikes / num_evaluated  # (N,)
+        floored_null = np.where(null_rate == 0, MIN_RATE, null_rate)
+        nll_null = num_evaluated * floored_null - spikes * np.log(floored_null)
+        nll_model = rates.sum(axis=0) - (counts * log_rates).sum(axis=0)  # (N,)
+        gain = nll_null - nll_model  # (N,)
+        per_neuron = gain / (spikes * np.log(2.0))  # (N,)
+    selected = np.ones(num_neurons, bool) if neuron_mask is None else np.asarray(neuron_mask, bool)
+    per_neuron[~np.isfinite(per_neuron) | ~selected] = np.nan
+    if convention == "mean":
+        scored = per_neuron[~np.isnan(per_neuron)]
+        return (float(scored.mean()) if scored.size else float("nan")), per_neuron
+    valid = selected & (null_rate >= MIN_RATE)
+    total = spikes[valid].sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = float(gain[valid].sum() / (total * np.log(2.0))) if valid.any() else float("nan")
+    return (score if np.isfinite(score) else float("nan")), per_neuron
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -77,14 +120,13 @@ class BitsPerSpike(evaluate.Metric):
         eval_mask=None,
         return_per_neuron=False,
     ):
-        score, per_neuron = bits_per_spike(
+        score, per_neuron = _bits_per_spike(
             np.asarray(predictions, dtype=np.float64),
             np.asarray(references, dtype=np.float64),
-            log_input=log_input,
-            convention=convention,
-            neuron_mask=neuron_mask,
-            eval_mask=eval_mask,
-            return_per_neuron=True,
+            log_input,
+            convention,
+            neuron_mask,
+            eval_mask,
         )
         result = {"bits_per_spike": score}
         if return_per_neuron:

@@ -1,4 +1,7 @@
-"""R² (trials x bins flattened) as an ``evaluate`` metric module (wraps ``neds_hf.metrics``).
+"""R² (trials x bins flattened) as an ``evaluate`` metric module (sklearn ``r2_score``).
+
+Self-contained: ``evaluate`` copies this file into its module cache, so it imports no neds_hf
+code; ``tests/test_metrics.py`` checks it against ``neds_hf.metrics.r2_flattened`` / ``r2_psth``.
 
 Load offline with ``evaluate.load(neds_hf.metrics.evaluate_metric_path("r2"))``. With
 ``conditions`` given, the PSTH R² over condition-averaged traces is returned as ``r2_psth``.
@@ -7,8 +10,7 @@ Load offline with ``evaluate.load(neds_hf.metrics.evaluate_metric_path("r2"))``.
 import datasets
 import evaluate
 import numpy as np
-
-from neds_hf.metrics import r2_flattened, r2_psth
+from sklearn.metrics import r2_score
 
 _DESCRIPTION = """
 Coefficient of determination of a continuous behaviour, computed on all trials x bins
@@ -27,6 +29,26 @@ Examples:
     >>> metric = evaluate.load(evaluate_metric_path("r2"))
     >>> metric.compute(predictions=predicted_wheel, references=wheel_speed)
 """
+
+
+def _r2(predicted, target):
+    """R² over every trial x bin flattened (one output)."""
+    return float(r2_score(target.reshape(-1), predicted.reshape(-1)))
+
+
+def _r2_psth(predicted, target, conditions):
+    """R² of the condition-averaged traces, conditions in sorted order."""
+    labels = np.asarray(conditions)
+    labels = labels[:, None] if labels.ndim == 1 else labels  # (trials, K)
+    if labels.ndim != 2 or labels.shape[0] != predicted.shape[0]:
+        raise ValueError(f"conditions must be (trials,) or (trials, K), got {labels.shape}")
+    codes = np.stack([np.unique(c, return_inverse=True)[1].reshape(-1) for c in labels.T], 1)
+    _, condition_ids = np.unique(codes, axis=0, return_inverse=True)
+    condition_ids = condition_ids.reshape(-1)  # (trials,)
+    groups = [condition_ids == c for c in np.unique(condition_ids)]
+    predicted_means = np.stack([predicted[g].mean(axis=0) for g in groups])
+    target_means = np.stack([target[g].mean(axis=0) for g in groups])
+    return _r2(predicted_means, target_means)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -53,7 +75,11 @@ class R2(evaluate.Metric):
     def _compute(self, predictions, references, conditions=None):
         predicted = np.asarray(predictions, dtype=np.float64)
         target = np.asarray(references, dtype=np.float64)
-        result = {"r2": r2_flattened(predicted, target)}
+        if predicted.shape != target.shape or not (
+            np.isfinite(predicted).all() and np.isfinite(target).all()
+        ):
+            raise ValueError("r2: predictions and references must be finite and of one shape")
+        result = {"r2": _r2(predicted, target)}
         if conditions is not None:
-            result["r2_psth"] = r2_psth(predicted, target, conditions)
+            result["r2_psth"] = _r2_psth(predicted, target, conditions)
         return result
