@@ -112,6 +112,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "batch_size": 16,
     "learning_rate": 3e-3,
     "seed": 0,
+    "num_threads": 0,
 }
 #: Masking schemes of the demo's runs (probability weights): the two evaluation protocols
 #: (neural = encoding, behavior = decoding) are drawn more often than the other NEDS schemes so
@@ -294,6 +295,7 @@ def _train_one(
         logging_steps=max(1, min(10, steps // 20)),
         report_to="tensorboard",
         seed=settings["seed"],
+        num_threads=settings["torch_threads"],
         disable_progress_bar=not settings["progress"],
         **extra,
     )
@@ -638,6 +640,7 @@ def run_demo(
     batch_size: int = DEMO_DEFAULTS["batch_size"],
     learning_rate: float = DEMO_DEFAULTS["learning_rate"],
     seed: int = DEMO_DEFAULTS["seed"],
+    num_threads: int = DEMO_DEFAULTS["num_threads"],
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -654,11 +657,13 @@ def run_demo(
         pretrain_steps: optimizer steps of pretraining.
         finetune_steps: optimizer steps of fine-tuning and of the from-scratch run.
         batch_size, learning_rate, seed: optimisation settings shared by the three runs.
+        num_threads: torch threads (0: the idle cores, as training chooses them; on a busy
+            2-core machine one thread is several times faster than two).
         overwrite: replace the demo folders of an existing output folder; the previous ones
             are put back if this run fails.
         progress: show progress bars.
     """
-    import torch
+    from .training.setup import configure_threads
 
     sizes = dict(
         n_sessions=n_sessions,
@@ -679,7 +684,7 @@ def run_demo(
         sizes,
         num_attention_heads=max(1, hidden_size // 32),
         seed=seed,
-        torch_threads=torch.get_num_threads(),
+        torch_threads=configure_threads(num_threads),
     )
     succeeded = False
     try:
@@ -846,6 +851,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         ("--batch-size", "batch_size", int, "trials per batch"),
         ("--learning-rate", "learning_rate", float, "peak learning rate of the three runs"),
         ("--seed", "seed", int, "corpus and training seed"),
+        ("--num-threads", "num_threads", int, "torch threads per run; 0 = the idle cores"),
     )
     parser.add_argument(
         "--output",
@@ -886,7 +892,9 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     transformers.utils.logging.disable_progress_bar()
     settings = {key: getattr(args, key) for key in DEMO_DEFAULTS}
     try:
-        check_demo_settings(**{k: v for k, v in settings.items() if k != "seed"})
+        check_demo_settings(
+            **{k: v for k, v in settings.items() if k not in ("seed", "num_threads")}
+        )
         check_output_dir(args.output, args.overwrite)
     except (FileExistsError, NotADirectoryError, ValueError) as error:
         print(f"neds-hf demo: error: {error}", file=sys.stderr)
