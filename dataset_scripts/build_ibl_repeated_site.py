@@ -17,7 +17,7 @@ from neds_hf.data.cli_prepare import (
     packaged_eids_file,
     run_prepare_data,
 )
-from neds_hf.data.dataset import push_dataset_to_hub
+from neds_hf.data import push_dataset_to_hub
 
 
 def main(argv: list[str] | None = None) -> int:

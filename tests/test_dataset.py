@@ -15,7 +15,7 @@ from neds_hf.data.cli_prepare import (
     packaged_eids,
     run_prepare_data,
 )
-from neds_hf.data.dataset import (
+from neds_hf.data import (
     NEURON_FEATURES,
     SESSION_FEATURES,
     TRIAL_FEATURES,

@@ -65,6 +65,29 @@ from .exclusion import (
 )
 from .raw import TRIAL_COLUMNS, RawSession
 
+__all__ = [
+    "BLOCK_CLASSES",
+    "CONTINUOUS_BEHAVIORS",
+    "DATASET_MODALITIES",
+    "EXCLUSION_REASONS",
+    "MODALITY_UNITS",
+    "NEURON_COLUMNS",
+    "RECORDED_PACKAGES",
+    "SPLITS",
+    "EmptySessionError",
+    "ExclusionReport",
+    "PreprocessedSession",
+    "PreprocessingConfig",
+    "bin_sample_times",
+    "bin_spikes",
+    "exclusion_masks",
+    "normalization_stats",
+    "package_versions",
+    "preprocess_session",
+    "split_assignment",
+    "wheel_velocity",
+]
+
 #: Names of the splits, in the order of :attr:`PreprocessingConfig.split_fractions`.
 SPLITS = ("train", "validation", "test")
 
