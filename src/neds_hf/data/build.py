@@ -20,7 +20,6 @@ checks before training and evaluation read the dataset.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import multiprocessing
 import os
@@ -36,6 +35,7 @@ from ..atomic import atomic_directory
 from ..locking import OutputLock
 from .card import make_dataset_card
 from .errors import CorruptedFileError, MissingDataError, SessionNotFoundError
+from .load import file_record
 from .preprocess import (
     DATASET_MODALITIES,
     SPLITS,
@@ -124,15 +124,6 @@ class BuildReport:
 # --------------------------------------------------------------------------------------------
 # Writing files
 # --------------------------------------------------------------------------------------------
-
-
-def file_record(path: Path, rows: int) -> dict[str, Any]:
-    """What :func:`neds_hf.data.load.verify_dataset` checks of a written file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"rows": int(rows), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 # The trials are written with pyarrow rather than `datasets.Dataset.to_parquet`: the numpy

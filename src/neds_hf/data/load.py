@@ -43,6 +43,7 @@ __all__ = [
     "DatasetFolderError",
     "DatasetIntegrityError",
     "check_dataset_folder",
+    "file_record",
     "load_modalities",
     "load_neds_dataset",
     "load_neurons",
@@ -131,6 +132,12 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_record(path: Path, rows: int) -> dict[str, Any]:
+    """What :func:`verify_dataset` checks of a file, recorded at build time: its number of
+    rows, size in bytes and SHA-256."""
+    return {"rows": int(rows), "bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
 def _check_session_files(folder: Path, row: dict[str, Any]) -> None:
