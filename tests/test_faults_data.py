@@ -127,6 +127,13 @@ def _drop_test_file_and_its_record(dataset: Path) -> None:
     report_path.write_text(json.dumps(report))
 
 
+def _rename_a_column(dataset: Path) -> None:
+    path = _train_file(dataset)
+    table = pq.read_table(path)
+    names = ["whisker" if c == "whisker_motion_energy" else c for c in table.column_names]
+    pq.write_table(table.rename_columns(names), path)
+
+
 DAMAGED_DATASETS = [
     pytest.param(
         _delete, DatasetIntegrityError, r"train-00000-of-00001\.parquet is missing", id="deleted"
@@ -140,6 +147,12 @@ DAMAGED_DATASETS = [
     ),
     pytest.param(
         _add_unknown_session, DatasetIntegrityError, "not-a-listed-session", id="unlisted-session"
+    ),
+    pytest.param(
+        _rename_a_column,
+        DatasetIntegrityError,
+        r"does not match the neds_hf trials schema: missing columns \['whisker_motion_energy'\]",
+        id="renamed-column",
     ),
     pytest.param(
         _drop_sessions_table, DatasetFolderError, "sessions-00000", id="no-sessions-table"

@@ -36,6 +36,7 @@ from .schema import (
     SESSIONS_CONFIG,
     SESSIONS_FILE,
     TRIALS_DIR,
+    trial_features,
     trial_file,
 )
 
@@ -140,8 +141,28 @@ def file_record(path: Path, rows: int) -> dict[str, Any]:
     return {"rows": int(rows), "bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
-def _check_session_files(folder: Path, row: dict[str, Any]) -> None:
-    """Each split of a session: its file is there and holds the recorded number of trials."""
+def _check_trials_schema(folder: Path, path: Path, expected: Any) -> None:
+    """The columns of a trials file: every one of the declared schema, with its type."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception as error:  # damaged footer
+        raise DatasetIntegrityError(f"cannot read the schema of {path}: {error}") from error
+    missing = [field.name for field in expected if field.name not in schema.names]
+    mismatched = [
+        field.name
+        for field in expected
+        if field.name in schema.names and schema.field(field.name).type != field.type
+    ]
+    if missing or mismatched:
+        raise DatasetIntegrityError(
+            f"dataset {folder} does not match the neds_hf trials schema: missing columns "
+            f"{missing}, columns of another type {mismatched} (in {path})"
+        )
+
+
+def _check_session_files(folder: Path, row: dict[str, Any], expected_schema: Any) -> None:
+    """Each split of a session: its file is there, holds the recorded number of trials and
+    the declared columns."""
     session_id = str(row["session_id"])
     for split in SPLITS:
         expected = int(row[f"n_trials_{split}"])
@@ -159,6 +180,7 @@ def _check_session_files(folder: Path, row: dict[str, Any]) -> None:
                 f"session {session_id}: {path} holds {rows} trials, the sessions table "
                 f"records {expected} {split} trials; rebuild the dataset"
             )
+        _check_trials_schema(folder, path, expected_schema)
 
 
 def _check_recorded_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
@@ -187,7 +209,8 @@ def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
     """Check a local dataset folder against its sessions table and build report.
 
     Every session of the sessions table must have one Parquet file per non-empty split with
-    the recorded number of trials; no trials folder may belong to a session absent from the
+    the recorded number of trials and the columns of the declared modality table (with their
+    types); no trials folder may belong to a session absent from the
     table; every file recorded in ``build_report.json`` must keep its size and SHA-256. Raises
     :class:`DatasetFolderError` or :class:`DatasetIntegrityError` naming the session and file.
     Returns ``{"sessions": [...], "n_files_hashed": int}``. A folder unchanged since its last
@@ -206,8 +229,9 @@ def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
     session_ids = [str(row["session_id"]) for row in rows]
     if _VERIFIED.get(str(folder)) == state:
         return {"sessions": session_ids, "n_files_hashed": 0}
+    expected_schema = trial_features(load_modalities(folder)).arrow_schema
     for row in rows:
-        _check_session_files(folder, row)
+        _check_session_files(folder, row, expected_schema)
     unknown = sorted(
         p.name for p in (folder / TRIALS_DIR).iterdir() if p.is_dir() and p.name not in session_ids
     )
