@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from neds_hf.data import push_dataset_to_hub
 from neds_hf.data.cli_prepare import (
     add_prepare_data_arguments,
     packaged_eids_file,
     run_prepare_data,
 )
-from neds_hf.data.dataset import push_dataset_to_hub
 
 
 def main(argv: list[str] | None = None) -> int:

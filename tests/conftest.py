@@ -13,7 +13,7 @@ N_SYNTHETIC_SESSIONS = 4
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory) -> dict:
     """A synthetic ONE cache and the neds_hf dataset built from it through the ONE loader."""
-    from neds_hf.data.dataset import build_dataset
+    from neds_hf.data import build_dataset
     from neds_hf.data.synthetic import make_synthetic_cache
 
     root = tmp_path_factory.mktemp("corpus")

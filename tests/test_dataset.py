@@ -10,12 +10,7 @@ import datasets
 import numpy as np
 import pytest
 
-from neds_hf.data.cli_prepare import (
-    add_prepare_data_arguments,
-    packaged_eids,
-    run_prepare_data,
-)
-from neds_hf.data.dataset import (
+from neds_hf.data import (
     NEURON_FEATURES,
     SESSION_FEATURES,
     TRIAL_FEATURES,
@@ -25,6 +20,11 @@ from neds_hf.data.dataset import (
     load_normalization,
     load_sessions,
     push_dataset_to_hub,
+)
+from neds_hf.data.cli_prepare import (
+    add_prepare_data_arguments,
+    packaged_eids,
+    run_prepare_data,
 )
 from neds_hf.data.errors import CorruptedFileError, SessionNotFoundError
 from neds_hf.data.ibl import load_session, make_one

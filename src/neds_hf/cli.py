@@ -13,7 +13,7 @@ from collections.abc import Sequence
 #: subcommand -> (module, add-arguments function, run function, help text)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "make-synthetic": (
-        "neds_hf.data.synthetic",
+        "neds_hf.data.synthetic.cli",
         "add_make_synthetic_arguments",
         "run_make_synthetic",
         "Write synthetic IBL-like sessions in the ALF layout plus a ONE cache and "

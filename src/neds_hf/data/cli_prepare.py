@@ -1,5 +1,9 @@
 """The ``neds-hf prepare-data`` command: build the NEDS dataset from ONE (online or a local cache).
 
+The build is atomic and locked (see :mod:`neds_hf.data.build`): ``--overwrite`` replaces a
+dataset only once the new one is complete, and a non-empty folder that is not a dataset is
+never replaced without ``--force-overwrite-non-dataset``.
+
 ``add_prepare_data_arguments`` fills an ``argparse`` (sub)parser and ``run_prepare_data``
 executes the parsed arguments; :mod:`neds_hf.cli` wires them into the ``neds-hf`` entry point.
 """
@@ -11,9 +15,23 @@ import json
 import sys
 from pathlib import Path
 
-from .dataset import BUILD_REPORT_FILE, build_dataset
+from ..locking import OutputLockedError
+from .build import build_dataset
 from .errors import CorruptedFileError, SessionNotFoundError
 from .preprocess import PreprocessingConfig
+from .schema import BUILD_REPORT_FILE
+
+__all__ = [
+    "EIDS_DIR",
+    "PACKAGED_EID_LISTS",
+    "add_prepare_data_arguments",
+    "eids_for_tag",
+    "main",
+    "packaged_eids",
+    "packaged_eids_file",
+    "read_eids_file",
+    "run_prepare_data",
+]
 
 #: Public IBL session-id lists shipped with the package (``src/neds_hf/data/eids/<name>_eids.txt``).
 PACKAGED_EID_LISTS = ("repeated_site", "neds_pretrain", "neds_heldout")
@@ -81,7 +99,16 @@ def add_prepare_data_arguments(
         "--qc-only", action="store_true", help="keep only clusters with qc_label == 1"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace a dataset already in --output"
+        "--overwrite",
+        action="store_true",
+        help="replace a neds_hf dataset already in --output (the old one stays until the new "
+        "one is complete)",
+    )
+    parser.add_argument(
+        "--force-overwrite-non-dataset",
+        action="store_true",
+        help="replace --output even when it is a non-empty folder that is not a neds_hf "
+        "dataset (its whole content is deleted)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -92,8 +119,15 @@ def read_eids_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"eids file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"eids file {path} is not a UTF-8 text file ({error.reason} at byte {error.start}); "
+            "expected one session id per line"
+        ) from error
     eids = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             eids.append(line)
@@ -146,8 +180,15 @@ def run_prepare_data(args: argparse.Namespace) -> int:
             revision=args.revision,
             progress=not args.no_progress,
             overwrite=args.overwrite,
+            force_overwrite_non_dataset=args.force_overwrite_non_dataset,
         )
-    except (SessionNotFoundError, CorruptedFileError, FileNotFoundError, FileExistsError) as error:
+    except (
+        SessionNotFoundError,
+        CorruptedFileError,
+        FileNotFoundError,
+        FileExistsError,
+        OutputLockedError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (ValueError, RuntimeError) as error:

@@ -18,6 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = [
+    "CorruptedFileError",
+    "IBLDataError",
+    "MissingDataError",
+    "SessionNotFoundError",
+]
+
 
 class IBLDataError(Exception):
     """Base class of the loading errors defined here."""

@@ -4,7 +4,9 @@ The same code runs online (``ONE(base_url='https://openalyx.internationalbrainla
 datasets downloaded on demand) and offline (``One(cache_dir=..., mode='local')`` on a local
 cache such as the synthetic one of :mod:`neds_hf.data.synthetic`): only ONE methods that both
 offer are used (``get_details``, ``list_collections``, ``list_datasets``, ``load_object`` with
-``download_only=True``), and files are decoded with ONE's own ALF reader.
+``download_only=True``), and files are decoded with ONE's own ALF reader, except ``.npy``
+arrays, which are read without pickle support so that a cache cannot run code
+(:func:`read_alf_file`).
 
 What is loaded, following the IBL conventions (brainbox ``SpikeSortingLoader`` /
 ``SessionLoader`` semantics, re-implemented on one-api + iblatlas only):
@@ -55,6 +57,7 @@ __all__ = [
     "list_probes",
     "load_session",
     "make_one",
+    "read_alf_file",
     "select_spike_sorting_collection",
 ]
 
@@ -225,14 +228,38 @@ def _object_files(
     return [Path(f) for f in files if f]
 
 
-def _read_object(eid: str, files: Sequence[Path]) -> dict[str, Any]:
-    """Decode an ALF object's files, naming the file that cannot be read."""
+def read_alf_file(path: Path) -> Any:
+    """Decode one ALF file; a ``.npy`` is read with ``allow_pickle=False``.
+
+    ONE's reader (``one.alf.io.load_file_content``) loads ``.npy`` files with
+    ``allow_pickle=True``, which runs any code a pickle placed in a cache carries; arrays are
+    therefore read here without pickle support (a pickled ``.npy`` is refused), and only the
+    other formats (Parquet, CSV, JSON) go through ONE's reader. Returns None for an empty file.
+    """
     from one.alf import io as alfio
 
+    if path.suffix != ".npy":
+        return alfio.load_file_content(path)
+    if path.stat().st_size == 0:
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error).lower() or "object arrays" in str(error).lower():
+            raise ValueError(
+                "the file holds pickled Python objects, which are never loaded from data "
+                "files (unpickling could run code); expected a plain numeric .npy array"
+            ) from error
+        raise
+    return array.flatten() if array.ndim == 2 and array.shape[1] == 1 else array
+
+
+def _read_object(eid: str, files: Sequence[Path]) -> dict[str, Any]:
+    """Decode an ALF object's files, naming the file that cannot be read."""
     contents: dict[str, Any] = {}
     for path in files:
         try:
-            contents[path.name] = alfio.load_file_content(path)
+            contents[path.name] = read_alf_file(path)
         except Exception as error:  # numpy / pyarrow / csv decoders raise many types
             raise CorruptedFileError(eid, path, error) from error
         if contents[path.name] is None:
@@ -350,6 +377,48 @@ def _load_probe(
         ("channels", "depths", "metrics", "uuids"),
         f"{probe} clusters",
     )
+    spike_times, spike_clusters = _validated_spikes(eid, where, spikes)
+    cluster_columns = _validated_clusters(eid, where, clusters)
+    n_clusters = len(cluster_columns["channel"])
+    if len(spike_clusters) and (spike_clusters.min() < 0 or spike_clusters.max() >= n_clusters):
+        raise ValueError(
+            f"session {eid} {where}: spikes.clusters values span "
+            f"{spike_clusters.min()}..{spike_clusters.max()} but clusters.* has "
+            f"{n_clusters} rows"
+        )
+    channels, channels_source = _load_channels(one, eid, probe, collection, revision)
+    locations = _cluster_locations(eid, probe, where, channels, channels_source, cluster_columns)
+    table = pd.DataFrame(
+        {
+            "probe": np.full(n_clusters, probe, dtype=object),
+            "cluster_id": np.arange(n_clusters, dtype=np.int64),
+            "cluster_uuid": cluster_columns["uuids"],
+            **locations["acronyms"],
+            "depth_um": cluster_columns["depths"],
+            "x_um": locations["coordinates"][:, 0],
+            "y_um": locations["coordinates"][:, 1],
+            "z_um": locations["coordinates"][:, 2],
+            "qc_label": cluster_columns["metrics"]["label"].to_numpy(dtype=np.float64),
+            "firing_rate_hz": cluster_columns["metrics"]["firing_rate"].to_numpy(np.float64),
+            "region_allen_id": locations["allen_ids"],
+            "channel": cluster_columns["channel"],
+        }
+    )
+    revisions = sorted({_revision_of(path) or "" for path in spikes["_files"]})
+    return {
+        "spike_times": spike_times,
+        "spike_clusters": spike_clusters,
+        "clusters": table,
+        "collection": collection,
+        "revision": revisions[-1] if revisions else "",
+        "channels_source": channels_source,
+    }
+
+
+def _validated_spikes(
+    eid: str, where: str, spikes: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``spikes.times`` (float64, finite) and ``spikes.clusters`` (int64) of equal length."""
     spike_times = _as_1d(eid, where, "spikes.times", spikes["times"], np.float64)
     # Cast before any arithmetic: spikes.clusters is uint16 in current sorts.
     spike_clusters = _as_1d(eid, where, "spikes.clusters", spikes["clusters"], np.int64)
@@ -360,7 +429,11 @@ def _load_probe(
         )
     if not np.all(np.isfinite(spike_times)):
         raise ValueError(f"session {eid} {where}: spikes.times contains NaN or inf")
+    return spike_times, spike_clusters
 
+
+def _validated_clusters(eid: str, where: str, clusters: dict[str, Any]) -> dict[str, Any]:
+    """Peak channel, depth, metrics table and uuids of the clusters, all of one length."""
     channels_of_cluster = _as_1d(eid, where, "clusters.channels", clusters["channels"], np.int64)
     depths = _as_1d(eid, where, "clusters.depths", clusters["depths"], np.float64)
     metrics = clusters["metrics"]
@@ -375,23 +448,27 @@ def _load_probe(
     missing_metrics = [c for c in ("firing_rate", "label") if c not in metrics.columns]
     if missing_metrics:
         raise ValueError(f"session {eid} {where}: clusters.metrics lacks {missing_metrics}")
-    n_clusters = len(channels_of_cluster)
     lengths = {
-        "clusters.channels": n_clusters,
+        "clusters.channels": len(channels_of_cluster),
         "clusters.depths": len(depths),
         "clusters.metrics": len(metrics),
         "clusters.uuids": len(uuids),
     }
     if len(set(lengths.values())) != 1:
         raise ValueError(f"session {eid} {where}: clusters datasets differ in length {lengths}")
-    if len(spike_clusters) and (spike_clusters.min() < 0 or spike_clusters.max() >= n_clusters):
-        raise ValueError(
-            f"session {eid} {where}: spikes.clusters values span "
-            f"{spike_clusters.min()}..{spike_clusters.max()} but clusters.* has "
-            f"{n_clusters} rows"
-        )
+    return {"channel": channels_of_cluster, "depths": depths, "metrics": metrics, "uuids": uuids}
 
-    channels, channels_source = _load_channels(one, eid, probe, collection, revision)
+
+def _cluster_locations(
+    eid: str,
+    probe: str,
+    where: str,
+    channels: dict[str, Any],
+    channels_source: str,
+    cluster_columns: dict[str, Any],
+) -> dict[str, Any]:
+    """Allen id, region acronyms and mlapdv coordinates of each cluster's peak channel."""
+    channels_of_cluster = cluster_columns["channel"]
     allen_ids = _as_1d(
         eid, where, "brainLocationIds_ccf_2017", channels["brainLocationIds_ccf_2017"], np.int64
     )
@@ -401,7 +478,7 @@ def _load_probe(
             f"session {eid} {where}: {channels_source}.mlapdv has shape {mlapdv.shape}, "
             f"expected ({len(allen_ids)}, 3)"
         )
-    if n_clusters and (
+    if len(channels_of_cluster) and (
         channels_of_cluster.min() < 0 or channels_of_cluster.max() >= len(allen_ids)
     ):
         raise ValueError(
@@ -410,32 +487,10 @@ def _load_probe(
             f"{channels_source} has {len(allen_ids)} channels"
         )
     cluster_allen_ids = allen_ids[channels_of_cluster]
-    acronyms = _region_acronyms(eid, probe, cluster_allen_ids)
-    coordinates = mlapdv[channels_of_cluster]  # (n_clusters, 3) µm
-    table = pd.DataFrame(
-        {
-            "probe": np.full(n_clusters, probe, dtype=object),
-            "cluster_id": np.arange(n_clusters, dtype=np.int64),
-            "cluster_uuid": uuids,
-            **acronyms,
-            "depth_um": depths,
-            "x_um": coordinates[:, 0],
-            "y_um": coordinates[:, 1],
-            "z_um": coordinates[:, 2],
-            "qc_label": metrics["label"].to_numpy(dtype=np.float64),
-            "firing_rate_hz": metrics["firing_rate"].to_numpy(dtype=np.float64),
-            "region_allen_id": cluster_allen_ids,
-            "channel": channels_of_cluster,
-        }
-    )
-    revisions = sorted({_revision_of(path) or "" for path in spikes["_files"]})
     return {
-        "spike_times": spike_times,
-        "spike_clusters": spike_clusters,
-        "clusters": table,
-        "collection": collection,
-        "revision": revisions[-1] if revisions else "",
-        "channels_source": channels_source,
+        "allen_ids": cluster_allen_ids,
+        "acronyms": _region_acronyms(eid, probe, cluster_allen_ids),
+        "coordinates": mlapdv[channels_of_cluster],  # (n_clusters, 3) µm
     }
 
 
@@ -564,37 +619,12 @@ def load_session(
     """
     eid = str(eid)
     details = _session_details(one, eid)
-    probes = list_probes(one, eid)
-    if not probes:
-        raise MissingDataError(eid, "no probe collections (alf/probeXX) in this session")
-
-    loaded: list[dict[str, Any]] = []
-    probes_without_sorting = []
-    for probe in probes:
-        collection = select_spike_sorting_collection(
-            one, eid, probe, spike_sorter_preference, revision
-        )
-        if collection is None:
-            probes_without_sorting.append(probe)
-            _logger.warning("session %s: %s has no spike sorting; probe skipped", eid, probe)
-            continue
-        data = _load_probe(one, eid, probe, collection, revision)
-        data["probe"] = probe
-        loaded.append(data)
-    if not loaded:
-        raise MissingDataError(
-            eid,
-            f"no spike sorting for any probe ({', '.join(probes)}): no spikes.times in "
-            f"alf/<probe>/{{{','.join(spike_sorter_preference)}}} or alf/<probe>*"
-            + (f" at or before revision {revision}" if revision else ""),
-        )
+    loaded, probes_without_sorting = _load_probes(one, eid, revision, spike_sorter_preference)
     spike_times, spike_clusters, clusters = _merge_probes(loaded)
     clusters = clusters[[*CLUSTER_COLUMNS, "firing_rate_hz", "region_allen_id", "channel"]]
-
     trials = _load_trials(one, eid, revision)
     wheel_timestamps, wheel_position = _load_wheel(one, eid, revision)
     me_times, motion_energy, camera, me_info = _load_motion_energy(one, eid, revision)
-
     date = details["date"]
     metadata = {
         "revision_requested": revision,
@@ -632,3 +662,33 @@ def load_session(
         motion_energy_camera=camera,
         metadata=metadata,
     )
+
+
+def _load_probes(
+    one: Any, eid: str, revision: str | None, spike_sorter_preference: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every probe with spike sorting (loaded) and the names of those without (logged)."""
+    probes = list_probes(one, eid)
+    if not probes:
+        raise MissingDataError(eid, "no probe collections (alf/probeXX) in this session")
+    loaded: list[dict[str, Any]] = []
+    probes_without_sorting = []
+    for probe in probes:
+        collection = select_spike_sorting_collection(
+            one, eid, probe, spike_sorter_preference, revision
+        )
+        if collection is None:
+            probes_without_sorting.append(probe)
+            _logger.warning("session %s: %s has no spike sorting; probe skipped", eid, probe)
+            continue
+        data = _load_probe(one, eid, probe, collection, revision)
+        data["probe"] = probe
+        loaded.append(data)
+    if not loaded:
+        raise MissingDataError(
+            eid,
+            f"no spike sorting for any probe ({', '.join(probes)}): no spikes.times in "
+            f"alf/<probe>/{{{','.join(spike_sorter_preference)}}} or alf/<probe>*"
+            + (f" at or before revision {revision}" if revision else ""),
+        )
+    return loaded, probes_without_sorting

@@ -16,8 +16,9 @@ Conventions (all recorded in :class:`PreprocessingConfig` and therefore in the d
   (``"trial_too_long"``). A trial whose window is not entirely covered by the wheel or the
   motion-energy recording is dropped as ``"behavior_out_of_range"`` (behaviour is never
   extrapolated), and one whose sampled behaviour contains NaN as ``"behavior_nan"``.
-  Each excluded trial is counted once, under the first reason in :data:`EXCLUSION_REASONS`
-  order; the number of trials satisfying each reason (overlaps included) is reported too.
+  Each excluded trial is counted once, under its most specific reason (a no-go trial under
+  ``"no_choice"`` even when its movement times are NaN); the number of trials satisfying each
+  reason (overlaps included) is reported too. The rules live in :mod:`neds_hf.data.exclusion`.
 * Bins: ``T = round((end - start) / bin_size)``; with ``t0 = align + start`` bin ``k`` counts
   the spikes with ``t0 + k*dt <= t < t0 + (k+1)*dt`` (edges evaluated in float64 exactly as
   written, so spikes lying on an edge go to the later bin).
@@ -52,34 +53,61 @@ import numpy as np
 import pandas as pd
 from scipy.signal import butter, sosfiltfilt
 
+from ..configuration_neds import IBL_MODALITIES
+from .exclusion import (
+    DEFAULT_MAX_RT_S,
+    DEFAULT_MAX_TRIAL_DURATION_S,
+    DEFAULT_MIN_RT_S,
+    EXCLUSION_REASONS,
+    numeric_trial_column,
+    one_reason_per_trial,
+    trial_exclusion_masks,
+)
 from .raw import TRIAL_COLUMNS, RawSession
 
-#: Trial exclusion reasons, in precedence order (an excluded trial is counted under the first).
-EXCLUSION_REASONS = (
-    "nan_field",
-    "no_choice",
-    "rt_negative",
-    "rt_too_long",
-    "trial_too_long",
-    "behavior_out_of_range",
-    "behavior_nan",
-)
-
-#: Trials fields whose NaN excludes a trial (``"nan_field"``), besides the alignment event.
-NAN_CHECKED_FIELDS = (
-    "stimOn_times",
-    "choice",
-    "feedback_times",
-    "probabilityLeft",
-    "firstMovement_times",
-    "feedbackType",
-)
+__all__ = [
+    "BLOCK_CLASSES",
+    "CONTINUOUS_BEHAVIORS",
+    "DATASET_MODALITIES",
+    "EXCLUSION_REASONS",
+    "MODALITY_UNITS",
+    "NEURON_COLUMNS",
+    "RECORDED_PACKAGES",
+    "SPLITS",
+    "EmptySessionError",
+    "ExclusionReport",
+    "PreprocessedSession",
+    "PreprocessingConfig",
+    "bin_sample_times",
+    "bin_spikes",
+    "exclusion_masks",
+    "normalization_stats",
+    "package_versions",
+    "preprocess_session",
+    "split_assignment",
+    "wheel_velocity",
+]
 
 #: Names of the splits, in the order of :attr:`PreprocessingConfig.split_fractions`.
 SPLITS = ("train", "validation", "test")
 
+#: The modalities this preprocessing produces, in token order: the five IBL modalities of the
+#: NEDS paper, exactly the model's default (:data:`neds_hf.configuration_neds.IBL_MODALITIES`).
+#: Every dataset built from it declares them (``build_report.json`` ``"modalities"``, the card);
+#: the writer, the schema and the loaders read that declaration rather than these names.
+DATASET_MODALITIES: tuple[dict[str, Any], ...] = tuple(dict(spec) for spec in IBL_MODALITIES)
+
+#: Unit / meaning of each produced modality (for the card).
+MODALITY_UNITS = {
+    "spikes": "[N, T] spike counts, neuron-major",
+    "wheel_speed": "[T] rad/s",
+    "whisker_motion_energy": "[T] camera ROI motion energy (a.u.)",
+    "choice": "0 = right (ALF -1), 1 = left (ALF +1)",
+    "block": "0/1/2 = probabilityLeft 0.2/0.5/0.8",
+}
+
 #: Continuous behaviours produced per bin, in physical units.
-CONTINUOUS_BEHAVIORS = ("wheel_speed", "whisker_motion_energy")
+CONTINUOUS_BEHAVIORS = tuple(m["name"] for m in DATASET_MODALITIES if m["kind"] == "continuous")
 
 #: probabilityLeft value -> block class.
 BLOCK_CLASSES = {0.2: 0, 0.5: 1, 0.8: 2}
@@ -135,9 +163,9 @@ class PreprocessingConfig:
     bin_size: float = 0.02  # seconds
     min_firing_rate: float = 2.0  # Hz, neurons kept when their rate is strictly greater
     qc_only: bool = False  # keep only clusters with qc_label == 1
-    min_rt: float = 0.0  # s, firstMovement - stimOn below this -> "rt_negative"
-    max_rt: float = 10.0  # s, above this -> "rt_too_long"
-    max_trial_duration: float = 10.0  # s, feedback - goCue above this -> "trial_too_long"
+    min_rt: float = DEFAULT_MIN_RT_S  # s, firstMovement - stimOn below this -> "rt_negative"
+    max_rt: float = DEFAULT_MAX_RT_S  # s, above this -> "rt_too_long"
+    max_trial_duration: float = DEFAULT_MAX_TRIAL_DURATION_S  # s, feedback - goCue above this
     behavior_sampling: str = "center"  # "center" or "right_edge" of each bin
     wheel_fs: int = 1000  # Hz, uniform grid the wheel position is interpolated to
     wheel_filter_order: int = 8  # Butterworth order
@@ -385,37 +413,22 @@ def split_assignment(
 
 
 def _trial_column(raw: RawSession, name: str) -> np.ndarray:
-    if name not in raw.trials.columns:
-        raise ValueError(f"session {raw.session_id}: trials table lacks column {name!r}")
-    try:
-        return raw.trials[name].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"session {raw.session_id}: trials column {name!r} is not numeric ({error})"
-        ) from error
+    """A trials column as float64, or a ``ValueError`` naming the session and column."""
+    return numeric_trial_column(raw.trials, name, raw.session_id)
 
 
 def exclusion_masks(raw: RawSession, config: PreprocessingConfig) -> dict[str, np.ndarray]:
     """Boolean mask ``(n_trials,)`` per IBL exclusion reason (the trials-table ones only)."""
     for name in TRIAL_COLUMNS:
         _trial_column(raw, name)
-    nan_fields = list(NAN_CHECKED_FIELDS)
-    if config.align_event not in nan_fields:
-        nan_fields.append(config.align_event)
-    is_nan = np.zeros(len(raw.trials), dtype=bool)
-    for name in nan_fields:
-        is_nan |= np.isnan(_trial_column(raw, name))
-    choice = _trial_column(raw, "choice")
-    reaction_time = _trial_column(raw, "firstMovement_times") - _trial_column(raw, "stimOn_times")
-    duration = _trial_column(raw, "feedback_times") - _trial_column(raw, "goCue_times")
-    with np.errstate(invalid="ignore"):
-        return {
-            "nan_field": is_nan,
-            "no_choice": choice == 0,
-            "rt_negative": reaction_time < config.min_rt,
-            "rt_too_long": reaction_time > config.max_rt,
-            "trial_too_long": duration > config.max_trial_duration,
-        }
+    return trial_exclusion_masks(
+        raw.trials,
+        min_rt=config.min_rt,
+        max_rt=config.max_rt,
+        max_trial_duration=config.max_trial_duration,
+        extra_nan_fields=(config.align_event,),
+        session_id=raw.session_id,
+    )
 
 
 def _validate_series(raw: RawSession, name: str, times: np.ndarray, values: np.ndarray) -> None:
@@ -474,17 +487,72 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
     Raises ``ValueError`` (naming the session and the field or trial) on inconsistent data,
     and :class:`EmptySessionError` when no trial or no neuron survives the filters.
     """
-    session_id = raw.session_id
-    n_bins, bin_size = config.n_bins, config.bin_size
     trial_ids_all = np.asarray(raw.trials.index, dtype=np.int64)  # (n_all,)
-    n_all = len(trial_ids_all)
-
-    # ---- trial exclusion (trials table) ----
     masks = exclusion_masks(raw, config)
-    align_times = _trial_column(raw, config.align_event)  # (n_all,)
-    window_starts_all = align_times + config.window[0]  # (n_all,)
+    window_starts_all = _trial_column(raw, config.align_event) + config.window[0]  # (n_all,)
+    behaviour_all = _sample_behaviour(raw, config, window_starts_all, masks)  # adds 2 reasons
+    excluded_by = one_reason_per_trial({r: masks[r] for r in EXCLUSION_REASONS})
+    kept_rows = np.flatnonzero(~np.any([masks[r] for r in EXCLUSION_REASONS], axis=0))
+    counts = bin_spikes(
+        raw.spike_times,
+        np.asarray(raw.spike_clusters),
+        window_starts_all[kept_rows],
+        raw.n_clusters,
+        config.n_bins,
+        config.bin_size,
+    )  # (K, C, T)
+    neurons = _select_neurons(raw, config, counts)
+    report = ExclusionReport(
+        n_trials_total=len(trial_ids_all),
+        n_trials_kept=len(kept_rows),
+        excluded={r: int(excluded_by[r].sum()) for r in EXCLUSION_REASONS},
+        matching={r: int(masks[r].sum()) for r in EXCLUSION_REASONS},
+        excluded_trial_ids={r: trial_ids_all[excluded_by[r]].tolist() for r in EXCLUSION_REASONS},
+        n_clusters_total=raw.n_clusters,
+        n_neurons_kept=len(neurons["kept"]),
+        n_clusters_below_rate=int((~neurons["above_rate"]).sum()),
+        n_clusters_failed_qc=int((~neurons["passes_qc"]).sum()),
+    )
+    _check_not_empty(raw.session_id, config, report)
+    trial_ids = trial_ids_all[kept_rows]
+    behaviour = {
+        name: values[kept_rows].astype(np.float32) for name, values in behaviour_all.items()
+    }
+    split = _split_or_raise(raw.session_id, config, report)
+    normalization = {
+        name: normalization_stats(behaviour[name][split == "train"])
+        for name in CONTINUOUS_BEHAVIORS
+    }
+    session = PreprocessedSession(
+        session_id=raw.session_id,
+        config=config,
+        trial_ids=trial_ids,
+        spikes=np.ascontiguousarray(counts[:, neurons["kept"], :]),  # (K, N, T)
+        wheel_speed=behaviour["wheel_speed"],  # (K, T)
+        whisker_motion_energy=behaviour["whisker_motion_energy"],  # (K, T)
+        **_trial_values(raw, kept_rows, trial_ids),
+        split=split,
+        neurons=_neurons_table(raw, neurons["kept"], neurons["firing_rate"]),
+        normalization=normalization,
+        session={},
+        report=report,
+    )
+    session.session = _session_row(raw, session)
+    return session
 
-    # ---- behaviour coverage ----
+
+def _sample_behaviour(
+    raw: RawSession,
+    config: PreprocessingConfig,
+    window_starts: np.ndarray,
+    masks: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Continuous behaviours per trial and bin, ``(n_all, T)`` float64 each (NaN where not
+    sampled); adds the ``behavior_out_of_range`` and ``behavior_nan`` masks to ``masks``.
+
+    Only trials still in play after the trials-table reasons are sampled; a window not wholly
+    covered by a recording is excluded, never extrapolated.
+    """
     _validate_series(raw, "wheel", raw.wheel_timestamps, raw.wheel_position)
     _validate_series(raw, "motion energy", raw.motion_energy_times, raw.motion_energy)
     wheel_times, velocity = wheel_velocity(
@@ -494,72 +562,56 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
         order=config.wheel_filter_order,
         corner_hz=config.wheel_corner_hz,
     )
-    finite_align = np.isfinite(window_starts_all)
-    sample_times_all = bin_sample_times(
-        np.where(finite_align, window_starts_all, 0.0), n_bins, bin_size, config.behavior_sampling
+    finite_align = np.isfinite(window_starts)
+    sample_times = bin_sample_times(
+        np.where(finite_align, window_starts, 0.0),
+        config.n_bins,
+        config.bin_size,
+        config.behavior_sampling,
     )  # (n_all, T)
     motion_energy_times = np.asarray(raw.motion_energy_times, dtype=np.float64)
-    covered = _covered(sample_times_all, wheel_times) & _covered(
-        sample_times_all, motion_energy_times
-    )
+    covered = _covered(sample_times, wheel_times) & _covered(sample_times, motion_energy_times)
     masks["behavior_out_of_range"] = finite_align & ~covered
-
-    # ---- behaviour sampling (trials still in play) ----
-    in_play = ~np.any([masks[r] for r in masks], axis=0)  # (n_all,)
-    wheel_speed_all = np.full((n_all, n_bins), np.nan)
-    motion_energy_all = np.full((n_all, n_bins), np.nan)
-    wheel_speed_all[in_play] = np.abs(np.interp(sample_times_all[in_play], wheel_times, velocity))
-    motion_energy_all[in_play] = np.interp(
-        sample_times_all[in_play], motion_energy_times, np.asarray(raw.motion_energy, np.float64)
+    in_play = ~np.any(list(masks.values()), axis=0)  # (n_all,)
+    wheel_speed = np.full(sample_times.shape, np.nan)  # (n_all, T)
+    motion_energy = np.full(sample_times.shape, np.nan)  # (n_all, T)
+    wheel_speed[in_play] = np.abs(np.interp(sample_times[in_play], wheel_times, velocity))
+    motion_energy[in_play] = np.interp(
+        sample_times[in_play], motion_energy_times, np.asarray(raw.motion_energy, np.float64)
     )
     masks["behavior_nan"] = in_play & ~(
-        np.all(np.isfinite(wheel_speed_all), axis=1)
-        & np.all(np.isfinite(motion_energy_all), axis=1)
+        np.all(np.isfinite(wheel_speed), axis=1) & np.all(np.isfinite(motion_energy), axis=1)
     )
+    return {"wheel_speed": wheel_speed, "whisker_motion_energy": motion_energy}
 
-    excluded_by: dict[str, np.ndarray] = {}
-    already = np.zeros(n_all, dtype=bool)
-    for reason in EXCLUSION_REASONS:
-        excluded_by[reason] = masks[reason] & ~already
-        already |= masks[reason]
-    kept = ~already
-    kept_rows = np.flatnonzero(kept)
-    n_kept = len(kept_rows)
 
-    # ---- spikes: bin every cluster on the kept trials, then filter neurons ----
-    spike_clusters = np.asarray(raw.spike_clusters)
-    counts = bin_spikes(
-        raw.spike_times,
-        spike_clusters,
-        window_starts_all[kept_rows],
-        raw.n_clusters,
-        n_bins,
-        bin_size,
-    )  # (K, C, T)
-    window_seconds = n_bins * bin_size
+def _select_neurons(
+    raw: RawSession, config: PreprocessingConfig, counts: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Firing rate of every cluster over the kept trials ``counts`` ``(K, C, T)`` and the
+    clusters kept (rate strictly above ``min_firing_rate``, and QC with ``qc_only``)."""
+    n_kept = counts.shape[0]
     total_counts = counts.sum(axis=(0, 2), dtype=np.int64)  # (C,)
+    window_seconds = config.n_bins * config.bin_size
     firing_rate = (
         total_counts / (n_kept * window_seconds) if n_kept else np.zeros(raw.n_clusters)
     )  # (C,)
     above_rate = firing_rate > config.min_firing_rate
     qc_label = raw.clusters["qc_label"].to_numpy(dtype=np.float64)
     passes_qc = qc_label == 1 if config.qc_only else np.ones(raw.n_clusters, dtype=bool)
-    kept_clusters = np.flatnonzero(above_rate & passes_qc)
+    return {
+        "firing_rate": firing_rate,
+        "above_rate": above_rate,
+        "passes_qc": passes_qc,
+        "kept": np.flatnonzero(above_rate & passes_qc),
+    }
 
-    report = ExclusionReport(
-        n_trials_total=n_all,
-        n_trials_kept=n_kept,
-        excluded={r: int(excluded_by[r].sum()) for r in EXCLUSION_REASONS},
-        matching={r: int(masks[r].sum()) for r in EXCLUSION_REASONS},
-        excluded_trial_ids={r: trial_ids_all[excluded_by[r]].tolist() for r in EXCLUSION_REASONS},
-        n_clusters_total=raw.n_clusters,
-        n_neurons_kept=len(kept_clusters),
-        n_clusters_below_rate=int((~above_rate).sum()),
-        n_clusters_failed_qc=int((~passes_qc).sum()),
-    )
-    if n_kept == 0:
+
+def _check_not_empty(session_id: str, config: PreprocessingConfig, report: ExclusionReport):
+    """:class:`EmptySessionError` when no trial or no neuron survived the filters."""
+    if report.n_trials_kept == 0:
         raise EmptySessionError(session_id, "no_trials", "no trial survived exclusion", report)
-    if len(kept_clusters) == 0:
+    if report.n_neurons_kept == 0:
         raise EmptySessionError(
             session_id,
             "no_neurons",
@@ -567,22 +619,28 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
             + (" with qc_label == 1" if config.qc_only else ""),
             report,
         )
-    spikes = np.ascontiguousarray(counts[:, kept_clusters, :])  # (K, N, T)
 
-    # ---- per-trial behaviours ----
-    trial_ids = trial_ids_all[kept_rows]
-    choice = _map_choice(raw, trial_ids, _trial_column(raw, "choice")[kept_rows])
-    block = _map_block(raw, trial_ids, _trial_column(raw, "probabilityLeft")[kept_rows])
-    reward = (_trial_column(raw, "feedbackType")[kept_rows] == 1).astype(np.int64)
-    contrast = (
-        np.nan_to_num(_trial_column(raw, "contrastRight")[kept_rows], nan=0.0)
-        - np.nan_to_num(_trial_column(raw, "contrastLeft")[kept_rows], nan=0.0)
-    ).astype(np.float32)
-    stim_on_time = _trial_column(raw, "stimOn_times")[kept_rows]
-    wheel_speed = wheel_speed_all[kept_rows].astype(np.float32)  # (K, T)
-    whisker_motion_energy = motion_energy_all[kept_rows].astype(np.float32)  # (K, T)
 
-    # ---- split and train-only normalisation ----
+def _trial_values(
+    raw: RawSession, kept_rows: np.ndarray, trial_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The per-trial values of the kept trials: choice, block, reward, contrast, stimOn time."""
+    contrast_right = np.nan_to_num(_trial_column(raw, "contrastRight")[kept_rows], nan=0.0)
+    contrast_left = np.nan_to_num(_trial_column(raw, "contrastLeft")[kept_rows], nan=0.0)
+    return {
+        "choice": _map_choice(raw, trial_ids, _trial_column(raw, "choice")[kept_rows]),
+        "block": _map_block(raw, trial_ids, _trial_column(raw, "probabilityLeft")[kept_rows]),
+        "reward": (_trial_column(raw, "feedbackType")[kept_rows] == 1).astype(np.int64),
+        "contrast": (contrast_right - contrast_left).astype(np.float32),
+        "stim_on_time": _trial_column(raw, "stimOn_times")[kept_rows],
+    }
+
+
+def _split_or_raise(
+    session_id: str, config: PreprocessingConfig, report: ExclusionReport
+) -> np.ndarray:
+    """The split label of each kept trial; :class:`EmptySessionError` if a used split is empty."""
+    n_kept = report.n_trials_kept
     split = split_assignment(n_kept, session_id, config.split_seed, config.split_fractions)
     empty_splits = [
         name
@@ -596,49 +654,31 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
             f"{n_kept} kept trial(s) leave the split(s) {empty_splits} empty",
             report,
         )
-    train_rows = split == "train"
-    normalization = {
-        "wheel_speed": normalization_stats(wheel_speed[train_rows]),
-        "whisker_motion_energy": normalization_stats(whisker_motion_energy[train_rows]),
-    }
+    return split
 
-    neurons = _neurons_table(raw, kept_clusters, firing_rate)
-    session_row = {
-        "session_id": session_id,
+
+def _session_row(raw: RawSession, session: PreprocessedSession) -> dict[str, Any]:
+    """The sessions-table row of a preprocessed session (dataset ``sessions`` config)."""
+    return {
+        "session_id": session.session_id,
         "subject": raw.subject,
         "lab": raw.lab,
         "date": str(raw.date),
         "probes": list(raw.probes),
-        "n_neurons": len(kept_clusters),
+        "n_neurons": session.n_neurons,
         "n_clusters": raw.n_clusters,
-        "n_trials": n_kept,
-        **{f"n_trials_{name}": int((split == name).sum()) for name in SPLITS},
-        "n_trials_alf": n_all,
-        "excluded_trials": dict(report.excluded),
-        "normalization": [{"modality": m, **normalization[m]} for m in CONTINUOUS_BEHAVIORS],
+        "n_trials": session.n_trials,
+        **{f"n_trials_{name}": int((session.split == name).sum()) for name in SPLITS},
+        "n_trials_alf": session.report.n_trials_total,
+        "excluded_trials": dict(session.report.excluded),
+        "normalization": [
+            {"modality": name, **stats} for name, stats in session.normalization.items()
+        ],
         "motion_energy_camera": raw.motion_energy_camera,
         "one_revision": _one_revision(raw.metadata),
-        "preprocessing": config.to_dict(),
+        "preprocessing": session.config.to_dict(),
         "package_versions": package_versions(),
     }
-    return PreprocessedSession(
-        session_id=session_id,
-        config=config,
-        trial_ids=trial_ids,
-        spikes=spikes,
-        wheel_speed=wheel_speed,
-        whisker_motion_energy=whisker_motion_energy,
-        choice=choice,
-        block=block,
-        reward=reward,
-        contrast=contrast,
-        stim_on_time=stim_on_time,
-        split=split,
-        neurons=neurons,
-        normalization=normalization,
-        session=session_row,
-        report=report,
-    )
 
 
 def _one_revision(metadata: dict[str, Any]) -> str:

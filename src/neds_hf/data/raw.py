@@ -14,6 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+__all__ = [
+    "CLUSTER_COLUMNS",
+    "TRIAL_COLUMNS",
+    "RawSession",
+]
+
 #: Columns of :attr:`RawSession.clusters`, one row per cluster of every probe (probes merged).
 CLUSTER_COLUMNS = (
     "probe",  # probe name, e.g. "probe00"

@@ -19,7 +19,7 @@ import numpy as np
 import torch.distributed
 from torch.utils.data import Dataset, Sampler
 
-from .dataset import load_neds_dataset, load_neurons, load_normalization, load_sessions
+from .load import load_neds_dataset, load_neurons, load_normalization, load_sessions
 from .preprocess import SPLITS
 
 #: Columns every trial dict carries (the collator's inputs plus the trial id).
