@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from neds_hf import NedsForMaskedModeling
-    from neds_hf.data.dataset import load_sessions
+    from neds_hf.data import load_sessions
     from neds_hf.data.training_data import NedsTrialDataset
     from neds_hf.evaluation import evaluate_trials
 

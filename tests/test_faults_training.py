@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from training_helpers import TINY, tiny_args
 
+from neds_hf.data import DatasetFolderError
 from neds_hf.locking import OutputLock, OutputLockedError
 from neds_hf.training import (
     CheckpointLoadError,
@@ -33,10 +34,10 @@ def no_data_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the dataset was read before the arguments were checked")
 
-    import neds_hf.data.dataset
+    import neds_hf.data.load
 
-    monkeypatch.setattr(neds_hf.data.dataset, "load_neds_dataset", refuse)
-    monkeypatch.setattr(neds_hf.data.dataset, "load_sessions", refuse)
+    monkeypatch.setattr(neds_hf.data.load, "load_neds_dataset", refuse)
+    monkeypatch.setattr(neds_hf.data.load, "load_sessions", refuse)
 
 
 # =============================================================================================
@@ -115,15 +116,15 @@ def _only_card(root: Path) -> Path:
 
 
 DATASET_CASES = [
-    ("missing", lambda root: root / "no" / "such" / "dataset", FileNotFoundError, "does not exist"),
-    ("one_cache", _one_cache, ValueError, "It looks like a ONE cache"),
-    ("file", _file, ValueError, "is a file, not a dataset folder"),
     (
-        "card_only",
-        _only_card,
-        ValueError,
-        r"missing \['data/sessions/sessions-00000-of-00001.parquet', 'data/trials'\]",
+        "missing",
+        lambda root: root / "no" / "such" / "dataset",
+        DatasetFolderError,
+        "does not exist",
     ),
+    ("one_cache", _one_cache, DatasetFolderError, "is a ONE cache"),
+    ("file", _file, DatasetFolderError, "is a file, not a folder"),
+    ("card_only", _only_card, DatasetFolderError, r"is not a neds_hf dataset: .*data/trials"),
 ]
 
 

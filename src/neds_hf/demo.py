@@ -214,7 +214,7 @@ def _build_corpus(
 
     Returns ``(build report, pretraining sessions, held-out sessions)``.
     """
-    from .data.dataset import build_dataset
+    from .data.build import build_dataset
     from .data.synthetic import make_synthetic_cache
 
     n_sessions, n_trials = settings["n_sessions"], settings["n_trials"]
@@ -383,7 +383,7 @@ def _evaluate_methods(
     session)``.
     """
     from .baselines import fit_linear_baselines, oracle_expected_counts, trials_to_arrays
-    from .data.dataset import load_neurons
+    from .data.load import load_neurons
     from .data.synthetic import load_ground_truth
     from .data.training_data import NedsTrialDataset
     from .evaluation import average_over_sessions, evaluate_trials
@@ -445,7 +445,7 @@ def _region_probes(
     notes: list[str],
 ) -> dict[str, Any]:
     """The region probe of each (name, model, sessions) on its per-neuron embeddings."""
-    from .data.dataset import load_neurons
+    from .data.load import load_neurons
     from .evaluation import DEFAULT_REGION_LEVELS, run_region_probe
 
     results = {}

@@ -494,7 +494,7 @@ def evaluate_model(
     batch_size: int = 64,
 ) -> EvaluationReport:
     """Evaluate a model folder / Hub id on a built dataset (default: the sessions it knows)."""
-    from .data.dataset import load_sessions
+    from .data.load import load_sessions
     from .data.training_data import NedsTrialDataset
 
     model = (
@@ -534,7 +534,7 @@ def evaluate_model(
         split=split,
     )
     if region_probe_levels:
-        from .data.dataset import load_neurons
+        from .data.load import load_neurons
 
         neurons = load_neurons(dataset, list(sessions))
         levels = {

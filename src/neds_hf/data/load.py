@@ -271,7 +271,7 @@ def load_modalities(path_or_repo: str | os.PathLike) -> list[dict[str, Any]]:
     return [dict(spec) for spec in DATASET_MODALITIES]
 
 
-def _is_local(path: str) -> bool:
+def is_local_dataset_path(path: str) -> bool:
     """Whether ``path`` names a local folder rather than a Hub repo id (``org/name``)."""
     return (
         os.path.exists(path)
@@ -286,7 +286,7 @@ def _load(path_or_repo: str | os.PathLike, name: str, **kwargs: Any) -> DatasetD
     import datasets
 
     path = os.fspath(path_or_repo)
-    if _is_local(path):
+    if is_local_dataset_path(path):
         verify_dataset(path)
         if "cache_dir" not in kwargs:
             # kept: datasets 5.2 keys the cache of a local folder with card `configs` by its
@@ -319,7 +319,7 @@ def load_neds_dataset(
     sessions = [str(s) for s in sessions]
     if not sessions:
         raise ValueError("sessions is empty; pass None for every session")
-    if _is_local(os.fspath(path_or_repo)):
+    if is_local_dataset_path(os.fspath(path_or_repo)):
         verify_dataset(path_or_repo)
     available = set(datasets.get_dataset_config_names(os.fspath(path_or_repo)))
     unknown = [s for s in sessions if s not in available]

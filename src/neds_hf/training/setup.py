@@ -17,7 +17,6 @@ import dataclasses
 import inspect
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from ..modeling_neds import NedsForMaskedModeling, is_session_parameter
 from .arguments import ARCHITECTURE_FIELDS, CONFIG_ARGUMENT_FIELDS, KNOWN_MODALITIES
 
 __all__ = [
-    "DATASET_LAYOUT",
     "build_config",
     "build_optimizer",
     "build_scheduler",
@@ -43,15 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: What a neds_hf dataset folder holds (as `neds-hf prepare-data` writes it), for error messages.
-DATASET_LAYOUT = (
-    "a neds_hf dataset folder (written by `neds-hf prepare-data`) holds README.md (the dataset "
-    "card), build_report.json, data/sessions/sessions-00000-of-00001.parquet, "
-    "data/neurons/neurons-00000-of-00001.parquet and data/trials/<session_id>/"
-    "{train,validation,test}-00000-of-00001.parquet"
-)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # =============================================================================================
@@ -91,41 +80,13 @@ def configure_threads(num_threads: int = 0) -> int:
 
 
 def check_dataset_source(dataset: str) -> None:
-    """Fail fast, without reading data, when `dataset` cannot be a neds_hf dataset.
+    """Fail fast, without reading data, when `dataset` cannot be a neds_hf dataset: a local
+    path must be a dataset folder (:func:`neds_hf.data.check_dataset_folder`); anything else is
+    taken as a Hub id, whose loading says whether it exists."""
+    from ..data.load import check_dataset_folder, is_local_dataset_path
 
-    A local path must exist and hold the dataset layout (:data:`DATASET_LAYOUT`); a name that
-    is not a local path is taken as a Hub id only if it looks like one (``org/name``).
-    """
-    from ..data.dataset import SESSIONS_FILE, TRIALS_DIR
-
-    path = Path(dataset)
-    if not path.exists():
-        if _HUB_ID.match(str(dataset)):
-            return  # a Hub dataset id: loading says whether it exists
-        raise FileNotFoundError(f"dataset {dataset} does not exist; {DATASET_LAYOUT}")
-    if not path.is_dir():
-        raise ValueError(f"dataset {dataset} is a file, not a dataset folder; {DATASET_LAYOUT}")
-    missing = [
-        name
-        for name, present in (
-            ("README.md", (path / "README.md").is_file()),
-            (SESSIONS_FILE, (path / SESSIONS_FILE).is_file()),
-            (TRIALS_DIR, (path / TRIALS_DIR).is_dir()),
-        )
-        if not present
-    ]
-    if missing:
-        one_cache = any((path / name).exists() for name in ("sessions.pqt", "datasets.pqt"))
-        hint = (
-            " It looks like a ONE cache: build a dataset from it with `neds-hf prepare-data "
-            f"--cache-dir {dataset} --eids ... --output DATASET_DIR`."
-            if one_cache
-            else ""
-        )
-        raise ValueError(
-            f"dataset {dataset} is not a neds_hf dataset folder (missing {missing}); "
-            f"{DATASET_LAYOUT}.{hint}"
-        )
+    if is_local_dataset_path(str(dataset)):
+        check_dataset_folder(dataset)
 
 
 def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
@@ -133,7 +94,8 @@ def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
 
     Raises when the dataset has no train split or does not follow the trials schema.
     """
-    from ..data.dataset import TRIAL_FEATURES, load_neds_dataset
+    from ..data.load import DATASET_FOLDER_LAYOUT, load_modalities, load_neds_dataset
+    from ..data.schema import trial_features
     from ..data.training_data import NedsTrialDataset
 
     try:
@@ -143,16 +105,17 @@ def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
             raise
         raise FileNotFoundError(
             f"dataset {args.dataset} is not a local folder and could not be loaded from the Hub "
-            f"({error}); {DATASET_LAYOUT}"
+            f"({error}); {DATASET_FOLDER_LAYOUT}"
         ) from None
     if "train" not in trials:
         raise ValueError(f"dataset {args.dataset} has no 'train' split (splits: {list(trials)})")
     features = trials["train"].features
-    missing = [name for name in TRIAL_FEATURES if name not in features]
+    # a local folder was verified file by file when it was loaded; a Hub dataset's files were
+    # not, so the loaded features are checked against the declared trials schema here
+    expected = trial_features(load_modalities(args.dataset))
+    missing = [name for name in expected if name not in features]
     mismatched = [
-        name
-        for name in TRIAL_FEATURES
-        if name in features and features[name] != TRIAL_FEATURES[name]
+        name for name in expected if name in features and features[name] != expected[name]
     ]
     if missing or mismatched:
         raise ValueError(
