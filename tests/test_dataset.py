@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 
 import datasets
 import numpy as np
@@ -431,3 +432,24 @@ def test_loads_never_mix_up_two_folders_with_the_same_name(cache, tmp_path):
     # a rebuild in place is seen too
     build_dataset(root, eids[:1], loose, PreprocessingConfig(), progress=False, overwrite=True)
     assert len(load_neds_dataset(loose)["train"][0]["spikes"]) == n_strict
+
+
+def test_trial_items_follow_the_declared_modalities(built, tmp_path):
+    """Items carry the modalities the dataset declares, not a fixed IBL list."""
+    output, _ = built
+    copy = tmp_path / "declared"
+    shutil.copytree(output, copy)
+    report_path = copy / "build_report.json"
+    report = json.loads(report_path.read_text())
+    report["modalities"] = [m for m in report["modalities"] if m["name"] != "block"]
+    report_path.write_text(json.dumps(report))
+    item = NedsTrialDataset(copy, split="train")[0]
+    assert set(item) == {
+        "session_id",
+        "trial_id",
+        "spikes",
+        "wheel_speed",
+        "whisker_motion_energy",
+        "choice",
+    }
+    assert item["wheel_speed"].dtype == np.float32 and isinstance(item["choice"], int)

@@ -19,19 +19,26 @@ import numpy as np
 import torch.distributed
 from torch.utils.data import Dataset, Sampler
 
-from .load import load_neds_dataset, load_neurons, load_normalization, load_sessions
+from .load import (
+    load_modalities,
+    load_neds_dataset,
+    load_neurons,
+    load_normalization,
+    load_sessions,
+)
 from .preprocess import SPLITS
 
-#: Columns every trial dict carries (the collator's inputs plus the trial id).
-TRIAL_ITEM_COLUMNS = (
-    "session_id",
-    "trial_id",
-    "spikes",
-    "wheel_speed",
-    "whisker_motion_energy",
-    "choice",
-    "block",
-)
+__all__ = [
+    "EXTRA_TRIAL_COLUMNS",
+    "TRIAL_KEY_COLUMNS",
+    "NedsTrialDataset",
+    "SessionBatchSampler",
+]
+
+#: Columns every trial dict carries besides the dataset's declared modalities.
+TRIAL_KEY_COLUMNS = ("session_id", "trial_id")
+#: numpy dtype of a trial item's value, by modality kind (categorical labels become ints).
+_ITEM_DTYPES = {"spikes": np.int32, "continuous": np.float32}
 #: Further trial columns that can be requested with ``extra_columns``.
 EXTRA_TRIAL_COLUMNS = ("reward", "contrast", "stim_on_time")
 
@@ -39,10 +46,12 @@ EXTRA_TRIAL_COLUMNS = ("reward", "contrast", "stim_on_time")
 class NedsTrialDataset(Dataset):
     """Trials of some sessions and one split of a built dataset, as collator-ready dicts.
 
-    Each item is ``{"session_id": str, "trial_id": int, "spikes": int32 [N, T],
-    "wheel_speed": float32 [T], "whisker_motion_energy": float32 [T], "choice": int,
-    "block": int}`` (plus ``extra_columns``). Behaviours are in physical units; the collator
-    normalises them with :attr:`normalization`.
+    Each item is ``{"session_id": str, "trial_id": int, <modality>: value}`` for every modality
+    the dataset declares (:func:`~neds_hf.data.load_modalities`): spikes int32 ``[N, T]``,
+    continuous behaviour float32 ``[T]``, a trial-level label int (for the IBL datasets:
+    ``wheel_speed``, ``whisker_motion_energy``, ``choice``, ``block``), plus
+    ``extra_columns``. Behaviours are in physical units; the collator normalises them with
+    :attr:`normalization`.
 
     Args:
         path_or_repo: local folder or Hub repo id of a dataset written by ``build_dataset``.
@@ -99,7 +108,9 @@ class NedsTrialDataset(Dataset):
         whole = sessions is None
         trials = load_neds_dataset(path_or_repo, None if whole else self.session_ids, **load_kwargs)
         self.split = split
-        self.columns = (*TRIAL_ITEM_COLUMNS, *extra_columns)
+        #: ``{column: kind}`` of the declared modalities, in the dataset's order.
+        self.modality_kinds = {spec["name"]: spec["kind"] for spec in load_modalities(path_or_repo)}
+        self.columns = (*TRIAL_KEY_COLUMNS, *self.modality_kinds, *extra_columns)
         self.trials = trials[split].select_columns(list(self.columns)).with_format("numpy")
         #: Session id of every item, ``(n_items,)``.
         self.item_session_ids = np.asarray(self.trials.with_format(None)["session_id"], dtype=str)
@@ -112,13 +123,14 @@ class NedsTrialDataset(Dataset):
         item: dict[str, Any] = {
             "session_id": str(row["session_id"]),
             "trial_id": int(row["trial_id"]),
-            "spikes": np.asarray(row["spikes"], dtype=np.int32),  # (N, T)
-            "wheel_speed": np.asarray(row["wheel_speed"], dtype=np.float32),  # (T,)
-            "whisker_motion_energy": np.asarray(row["whisker_motion_energy"], dtype=np.float32),
-            "choice": int(row["choice"]),
-            "block": int(row["block"]),
         }
-        for column in self.columns[len(TRIAL_ITEM_COLUMNS) :]:
+        for name, kind in self.modality_kinds.items():
+            if kind in _ITEM_DTYPES:  # spikes (N, T) or a per-bin behaviour (T,)
+                item[name] = np.asarray(row[name], dtype=_ITEM_DTYPES[kind])
+            else:  # a label: an int when trial-level, an int array when per bin
+                label = np.asarray(row[name])
+                item[name] = int(label) if label.ndim == 0 else label.astype(np.int64)
+        for column in self.columns[len(TRIAL_KEY_COLUMNS) + len(self.modality_kinds) :]:
             item[column] = row[column].item() if hasattr(row[column], "item") else row[column]
         return item
 
