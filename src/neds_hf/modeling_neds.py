@@ -636,7 +636,8 @@ class NedsPreTrainedModel(PreTrainedModel):
     def from_pretrained(
         cls, pretrained_model_name_or_path: Any, *model_args: Any, config: Any = None, **kwargs: Any
     ) -> NedsPreTrainedModel:
-        """Load a checkpoint; a `config` with another session set is a clear error.
+        """Load a checkpoint; a `config` with another session set, or non-finite (NaN/inf)
+        weights, are clear errors naming the sessions or tensors.
 
         To fine-tune on other sessions, load the checkpoint as saved and then call
         :meth:`add_sessions` / :meth:`keep_sessions` explicitly.
@@ -656,14 +657,24 @@ class NedsPreTrainedModel(PreTrainedModel):
             }
             saved = NedsConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
             check_same_sessions(saved.sessions, config.sessions, str(pretrained_model_name_or_path))
-        return super().from_pretrained(
+        loaded = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, config=config, **kwargs
         )
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        damaged = non_finite_tensors(model.named_parameters())
+        if damaged:
+            raise ValueError(
+                f"Checkpoint {pretrained_model_name_or_path} holds non-finite weights (NaN or "
+                f"inf) in {', '.join(damaged)}: the file is damaged or the training diverged. "
+                "Load an earlier checkpoint or a good copy."
+            )
+        return loaded
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
-        """`nn.Module.load_state_dict` with a clear error when per-session tables differ."""
+        """`nn.Module.load_state_dict` with clear errors when per-session tables differ or a
+        tensor holds NaN/inf."""
         own = dict(self.state_dict())
         mismatched = [
             f"{name}: checkpoint {tuple(value.shape)} vs model {tuple(own[name].shape)}"
@@ -679,6 +690,13 @@ class NedsPreTrainedModel(PreTrainedModel):
                 + "; ".join(mismatched)
                 + ". Load the checkpoint with its own config, then call add_sessions / "
                 "keep_sessions explicitly."
+            )
+        damaged = non_finite_tensors(
+            (name, value) for name, value in state_dict.items() if isinstance(value, torch.Tensor)
+        )
+        if damaged:
+            raise ValueError(
+                f"The state dict holds non-finite values (NaN or inf) in {', '.join(damaged)}"
             )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
@@ -828,6 +846,8 @@ class NedsModel(NedsPreTrainedModel):
         behavior_values: torch.Tensor | None,
         behavior_labels: torch.Tensor | None,
     ) -> None:
+        """Shape and dtype checks always; value checks (session rows, neuron counts) only
+        outside torch.compile / torch.export, where they would be data-dependent."""
         config = self.config
         if spikes.dim() != 3 or spikes.shape[1] != config.num_time_bins:
             raise ValueError(
@@ -838,10 +858,16 @@ class NedsModel(NedsPreTrainedModel):
             raise ValueError(
                 f"session_index must be ({spikes.shape[0]},), got {tuple(session_index.shape)}"
             )
+        if session_index.is_floating_point() or session_index.dtype == torch.bool:
+            raise ValueError(
+                f"session_index must hold integer session rows, got dtype {session_index.dtype}"
+            )
         if not config.sessions:
             raise ValueError("The model knows no sessions yet: call model.add_sessions(...) first")
         if _is_tracing():
             return
+        if spikes.shape[0] == 0:
+            raise ValueError(f"the batch is empty: spikes has shape {tuple(spikes.shape)}")
         if int(session_index.min()) < 0 or int(session_index.max()) >= len(config.sessions):
             raise ValueError(
                 f"session_index must lie in [0, {len(config.sessions)}), got values "
@@ -1290,6 +1316,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
     def _placeholder_behavior(
         self, batch_size: int, device: torch.device
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Zero behaviour tensors for modalities whose values are hidden anyway."""
         config = self.config
         values = labels = None
         if config.continuous_modalities:
@@ -1306,22 +1333,15 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
             )
         return values, labels
 
-    @torch.no_grad()
-    def predict_neural_activity(
+    def _visible_behavior_mask(
         self,
-        session_index: torch.Tensor,
-        behavior_values: torch.Tensor | None = None,
-        behavior_labels: torch.Tensor | None = None,
-        visible_behaviors: Sequence[str] | None = None,
-        num_neurons: int | None = None,
-    ) -> torch.Tensor:
-        """Encoding: firing rates (counts per bin) `(B, T, N)` from behaviour alone.
-
-        All spikes are hidden; the behaviours in `visible_behaviors` (default: every behaviour
-        whose tensor is given) are shown and the others hidden, so leaving out `behavior_values`
-        or `behavior_labels` hides those modalities rather than showing zeros. Runs in eval mode
-        (dropout off) and restores the previous mode.
-        """
+        behavior_values: torch.Tensor | None,
+        behavior_labels: torch.Tensor | None,
+        visible_behaviors: Sequence[str] | None,
+        batch_size: int,
+    ) -> torch.Tensor | None:
+        """`behavior_mask` `(B, T, n_behavior)` hiding every behaviour not in
+        `visible_behaviors` (default: those whose tensor is given); `None` without behaviours."""
         config = self.config
         names = [spec["name"] for spec in config.behavior_modalities]
         given = [
@@ -1339,41 +1359,58 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 f"visible_behaviors {missing} need their values: pass behavior_values / "
                 "behavior_labels"
             )
+        if not names:
+            return None
+        hidden = torch.tensor([name not in visible for name in names], device=self.device)
+        return hidden.expand(batch_size, config.num_time_bins, len(names)).clone()
+
+    @torch.no_grad()
+    def predict_neural_activity(
+        self,
+        session_index: torch.Tensor,
+        behavior_values: torch.Tensor | None = None,
+        behavior_labels: torch.Tensor | None = None,
+        visible_behaviors: Sequence[str] | None = None,
+        num_neurons: int | None = None,
+    ) -> torch.Tensor:
+        """Encoding: firing rates (counts per bin) `(B, T, N)` from behaviour alone.
+
+        All spikes are hidden; the behaviours in `visible_behaviors` (default: every behaviour
+        whose tensor is given) are shown and the others hidden, so leaving out `behavior_values`
+        or `behavior_labels` hides those modalities rather than showing zeros. Runs in eval mode
+        (dropout off) and restores the previous mode. Bad inputs (session rows out of range,
+        non-finite behaviour, float or out-of-range labels, wrong shapes) are clear errors.
+        """
+        config = self.config
         device = self.device
-        session_index = session_index.to(device)
+        session_index = check_session_index(session_index, len(config.sessions)).to(device)
+        batch_size = session_index.shape[0]
+        behavior_values, behavior_labels = check_behavior_inputs(
+            config, behavior_values, behavior_labels, batch_size
+        )
+        behavior_mask = self._visible_behavior_mask(
+            behavior_values, behavior_labels, visible_behaviors, batch_size
+        )
         counts = self.neds.spike_stitcher.session_neurons.neuron_counts[session_index]
         num_neurons = int(counts.max()) if num_neurons is None else num_neurons
-        batch_size = session_index.shape[0]
         spikes = torch.zeros(batch_size, config.num_time_bins, num_neurons, device=device)
         placeholder_values, placeholder_labels = self._placeholder_behavior(batch_size, device)
-        behavior_values = (
-            placeholder_values if behavior_values is None else behavior_values.to(device)
-        )
-        behavior_labels = (
-            placeholder_labels if behavior_labels is None else behavior_labels.to(device)
-        )
-        behavior_mask = torch.zeros(
-            batch_size, config.num_time_bins, len(names), dtype=torch.bool, device=device
-        )
-        for column, name in enumerate(names):
-            behavior_mask[..., column] = name not in visible
         with _eval_mode(self):
             outputs = self(
                 spikes,
                 session_index,
-                behavior_values=behavior_values,
-                behavior_labels=behavior_labels,
+                behavior_values=(
+                    placeholder_values if behavior_values is None else behavior_values.to(device)
+                ),
+                behavior_labels=(
+                    placeholder_labels if behavior_labels is None else behavior_labels.to(device)
+                ),
                 spike_mask=torch.ones_like(spikes, dtype=torch.bool),
-                behavior_mask=behavior_mask if names else None,
+                behavior_mask=behavior_mask,
                 prompt_index=self._prompt_for("neuron", batch_size, device),
             )
-        _, neuron_mask = _neuron_index(
-            self.spike_readout.session_neurons.offsets,
-            self.spike_readout.session_neurons.neuron_counts,
-            session_index,
-            num_neurons,
-        )
-        return torch.exp(outputs.spike_log_rates) * neuron_mask.unsqueeze(1)
+        neuron_mask = self.spike_readout.session_neurons.neuron_mask(session_index, num_neurons)
+        return torch.exp(outputs.spike_log_rates) * neuron_mask.unsqueeze(1)  # (B, T, N)
 
     @torch.no_grad()
     def predict_behavior(
@@ -1383,11 +1420,13 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
 
         Returns continuous predictions `(B, T)` and class probabilities `(B, C)` (or `(B, T, C)`
         for per-bin categorical modalities). Runs in eval mode and restores the previous mode.
+        Session rows out of range, non-finite spike counts and wrong shapes are clear errors.
         """
         config = self.config
         device = self.device
-        spikes, session_index = spikes.to(device), session_index.to(device)
-        batch_size = spikes.shape[0]
+        session_index = check_session_index(session_index, len(config.sessions)).to(device)
+        batch_size = session_index.shape[0]
+        spikes = check_spike_counts(spikes, config.num_time_bins, batch_size).to(device)
         values, labels = self._placeholder_behavior(batch_size, device)
         behavior_mask = torch.ones(
             batch_size,
@@ -1466,6 +1505,125 @@ def _cross_entropy_loss(
     )  # (B, T)
     per_bin = torch.where(scored, per_bin, torch.zeros_like(per_bin))
     return per_bin.sum() / scored.sum().clamp_min(1)
+
+
+# =============================================================================================
+# Input checks of the user-facing entry points (never inside a traced forward)
+# =============================================================================================
+
+
+def _describe(tensor: torch.Tensor) -> str:
+    return f"shape {tuple(tensor.shape)}, dtype {tensor.dtype}"
+
+
+def _non_finite_count(tensor: torch.Tensor) -> int:
+    """How many entries of a floating tensor are NaN or inf (0 for other dtypes)."""
+    if not tensor.is_floating_point():
+        return 0
+    return int((~torch.isfinite(tensor)).sum())
+
+
+def check_session_index(session_index: Any, num_sessions: int) -> torch.Tensor:
+    """`session_index` as a 1-D long tensor of rows in ``[0, num_sessions)``, else a ValueError
+    naming its shape, dtype or offending values and what was expected."""
+    if not isinstance(session_index, torch.Tensor):
+        session_index = torch.as_tensor(session_index)
+    expected = (
+        f"expected a 1-D integer tensor with one row of config.session_ids per trial, "
+        f"in [0, {num_sessions})"
+    )
+    if session_index.dim() != 1:
+        raise ValueError(f"session_index has {_describe(session_index)}; {expected}")
+    if (
+        session_index.is_floating_point()
+        or session_index.is_complex()
+        or (session_index.dtype == torch.bool)
+    ):
+        raise ValueError(f"session_index has {_describe(session_index)}; {expected}")
+    if session_index.numel() == 0:
+        raise ValueError(f"session_index is empty ({_describe(session_index)}); {expected}")
+    out_of_range = (session_index < 0) | (session_index >= num_sessions)
+    if bool(out_of_range.any()):
+        raise ValueError(
+            f"session_index holds rows {sorted(set(session_index[out_of_range].tolist()))} "
+            f"outside [0, {num_sessions}) (the model knows {num_sessions} sessions); {expected}"
+        )
+    return session_index.long()
+
+
+def check_spike_counts(spikes: Any, num_time_bins: int, batch_size: int) -> torch.Tensor:
+    """`spikes` as a finite `(B, T, N)` tensor, else a ValueError naming what is wrong."""
+    if not isinstance(spikes, torch.Tensor):
+        spikes = torch.as_tensor(spikes)
+    if spikes.dim() != 3 or spikes.shape[:2] != (batch_size, num_time_bins):
+        raise ValueError(
+            f"spikes has {_describe(spikes)}; expected (batch={batch_size}, "
+            f"time bins={num_time_bins}, neurons) spike counts"
+        )
+    bad = _non_finite_count(spikes)
+    if bad:
+        raise ValueError(
+            f"spikes has {bad} non-finite entries (NaN or inf) of {spikes.numel()} "
+            f"({_describe(spikes)}); expected finite spike counts"
+        )
+    return spikes
+
+
+def check_behavior_inputs(
+    config: NedsConfig,
+    behavior_values: Any,
+    behavior_labels: Any,
+    batch_size: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Validate the optional behaviour tensors of `predict_neural_activity`: shapes
+    `(B, T, n_continuous)` / `(B, T, n_categorical)`, finite values, integer labels in range."""
+    num_bins = config.num_time_bins
+    if behavior_values is not None:
+        behavior_values = torch.as_tensor(behavior_values)
+        names = [spec["name"] for spec in config.continuous_modalities]
+        if tuple(behavior_values.shape) != (batch_size, num_bins, len(names)):
+            raise ValueError(
+                f"behavior_values has {_describe(behavior_values)}; expected "
+                f"(batch={batch_size}, time bins={num_bins}, {len(names)}) for {names}"
+            )
+        bad = _non_finite_count(behavior_values)
+        if bad:
+            raise ValueError(
+                f"behavior_values has {bad} non-finite entries (NaN or inf) of "
+                f"{behavior_values.numel()}; expected finite values for {names}"
+            )
+    if behavior_labels is not None:
+        behavior_labels = torch.as_tensor(behavior_labels)
+        specs = config.categorical_modalities
+        names = [spec["name"] for spec in specs]
+        if tuple(behavior_labels.shape) != (batch_size, num_bins, len(names)):
+            raise ValueError(
+                f"behavior_labels has {_describe(behavior_labels)}; expected "
+                f"(batch={batch_size}, time bins={num_bins}, {len(names)}) for {names}"
+            )
+        if behavior_labels.is_floating_point() or behavior_labels.dtype == torch.bool:
+            raise ValueError(
+                f"behavior_labels has {_describe(behavior_labels)}; expected integer class "
+                f"labels (torch.long) for {names}"
+            )
+        for column, spec in enumerate(specs):
+            labels = behavior_labels[..., column]
+            if bool(((labels < 0) | (labels >= spec["num_classes"])).any()):
+                raise ValueError(
+                    f"behavior_labels[..., {column}] ({spec['name']}) holds labels in "
+                    f"[{int(labels.min())}, {int(labels.max())}]; expected classes in "
+                    f"[0, {spec['num_classes']})"
+                )
+    return behavior_values, behavior_labels
+
+
+def non_finite_tensors(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """``"name (k of n entries)"`` for every floating tensor holding NaN or inf."""
+    return [
+        f"{name} ({bad} of {tensor.numel()} entries)"
+        for name, tensor in named_tensors
+        if tensor.device.type != "meta" and (bad := _non_finite_count(tensor.detach()))
+    ]
 
 
 class _eval_mode:
