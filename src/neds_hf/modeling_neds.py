@@ -940,15 +940,12 @@ class NedsModel(NedsPreTrainedModel):
             output_attentions,
             output_hidden_states,
         )
-        if not return_dict:
-            return tuple(
-                v for v in (hidden_states, all_hidden_states, all_attentions) if v is not None
-            )
-        return NedsModelOutput(
+        output = NedsModelOutput(
             last_hidden_state=hidden_states,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
+        return output if return_dict else output.to_tuple()  # to_tuple drops the None fields
 
     def _spike_tokens(
         self, spikes: torch.Tensor, session_index: torch.Tensor, spike_mask: torch.Tensor | None
@@ -1165,18 +1162,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
             modality_losses = self._losses(spike_log_rates, behavior_predictions, targets)
             loss = torch.stack(list(modality_losses.values())).sum()
 
-        if not return_dict:
-            values = (
-                loss,
-                modality_losses,
-                spike_log_rates,
-                behavior_predictions,
-                outputs.last_hidden_state,
-                outputs.hidden_states,
-                outputs.attentions,
-            )
-            return tuple(v for v in values if v is not None)
-        return NedsMaskedModelingOutput(
+        output = NedsMaskedModelingOutput(
             loss=loss,
             modality_losses=modality_losses,
             spike_log_rates=spike_log_rates,
@@ -1185,6 +1171,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+        return output if return_dict else output.to_tuple()  # to_tuple drops the None fields
 
     def _predict(
         self, hidden: torch.Tensor, session_index: torch.Tensor, num_neurons: int
