@@ -1683,12 +1683,25 @@ NedsModel.register_for_auto_class("AutoModel")
 NedsForMaskedModeling.register_for_auto_class("AutoModelForMaskedLM")
 
 __all__ = [
+    "NedsAttention",
+    "NedsEncoderLayer",
+    "NedsFixupLinear",
     "NedsForMaskedModeling",
+    "NedsLossTargets",
     "NedsMaskedModelingOutput",
     "NedsModel",
     "NedsModelOutput",
     "NedsPreTrainedModel",
+    "NedsQKVProjection",
+    "NedsSessionNeuronTable",
+    "apply_rotary",
+    "check_behavior_inputs",
     "check_same_sessions",
+    "check_session_index",
+    "check_spike_counts",
+    "eager_attention_forward",
     "is_session_parameter",
     "make_dummy_inputs",
+    "non_finite_tensors",
+    "session_row_offsets",
 ]
