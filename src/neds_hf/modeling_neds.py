@@ -1,6 +1,7 @@
 """NEDS: one multimodal transformer for neural encoding and decoding, as a transformers model.
 
-Token layout of one trial (config order of the modalities, optional prompt token first):
+Token layout of one trial (optional prompt token first, spikes, then the behaviours in config
+order):
 
 * spikes: one token per time bin, from a per-session *stitcher* of the whole population vector;
 * continuous behaviours: one token per time bin, from a small per-modality tokenizer;
@@ -802,7 +803,12 @@ class NedsModel(NedsPreTrainedModel):
             self.register_buffer(name, value, persistent=False)
 
     def _buffer_values(self) -> dict[str, torch.Tensor]:
-        """Per-token modality, time-embedding row, rotary position and causal time, `(L,)` each."""
+        """Per-token modality, time-embedding row, rotary position and causal time, `(L,)` each.
+
+        Token order: the prompt (MtM), the spike tokens, then the behaviour modalities in config
+        order, wherever the spikes entry sits in `config.modalities` (the order `forward`
+        concatenates and the heads read); modality ids are config positions.
+        """
         config = self.config
         num_bins = config.num_time_bins
         modality_ids, time_rows, rope_positions, causal_times = [], [], [], []
@@ -812,7 +818,8 @@ class NedsModel(NedsPreTrainedModel):
             time_rows.append(num_bins)
             rope_positions.append(0)
             causal_times.append(-1)
-        for modality_id, spec in enumerate(config.modalities):
+        for spec in (config.spike_modality, *config.behavior_modalities):
+            modality_id = config.modalities.index(spec)
             count = config.modality_num_tokens(spec)
             modality_ids.extend([modality_id] * count)
             if count == num_bins:
