@@ -96,12 +96,12 @@ FAULTS: list[tuple[str, Callable, str]] = [
     (
         "encode-session-out-of-range",
         lambda model, _: model.predict_neural_activity(torch.tensor([0, 7])),
-        r"session_index holds rows \[7\] outside \[0, 3\)",
+        r"session_index must lie in \[0, 3\) .*got out-of-range rows \[7\]",
     ),
     (
         "encode-negative-session",
         lambda model, _: model.predict_neural_activity(torch.tensor([-1, 0])),
-        r"session_index holds rows \[-1\] outside \[0, 3\)",
+        r"session_index must lie in \[0, 3\) .*got out-of-range rows \[-1\]",
     ),
     (
         "encode-0d-session-index",
@@ -157,13 +157,18 @@ FAULTS: list[tuple[str, Callable, str]] = [
     (
         "decode-session-out-of-range",
         lambda model, _: model.predict_behavior(torch.ones(2, NUM_BINS, 5), torch.tensor([3, 0])),
-        r"session_index holds rows \[3\] outside \[0, 3\)",
+        r"session_index must lie in \[0, 3\) .*got out-of-range rows \[3\]",
     ),
     (
         "decode-spikes-without-batch",
         lambda model, _: model.predict_behavior(torch.ones(NUM_BINS, 5), torch.tensor([0])),
         r"spikes has shape \(6, 5\), dtype torch\.float32; expected \(batch=1, time bins=6, "
         r"neurons\)",
+    ),
+    (
+        "forward-empty-batch",
+        lambda model, _: model(torch.ones(0, NUM_BINS, 5), torch.zeros(0, dtype=torch.long)),
+        r"session_index is empty \(shape \(0,\)",
     ),
     (
         "forward-float-session-index",

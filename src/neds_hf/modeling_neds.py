@@ -873,13 +873,7 @@ class NedsModel(NedsPreTrainedModel):
             raise ValueError("The model knows no sessions yet: call model.add_sessions(...) first")
         if _is_tracing():
             return
-        if spikes.shape[0] == 0:
-            raise ValueError(f"the batch is empty: spikes has shape {tuple(spikes.shape)}")
-        if int(session_index.min()) < 0 or int(session_index.max()) >= len(config.sessions):
-            raise ValueError(
-                f"session_index must lie in [0, {len(config.sessions)}), got values "
-                f"{sorted(set(session_index.tolist()))}"
-            )
+        check_session_index(session_index, len(config.sessions))
         needed = int(self.spike_stitcher.session_neurons.neuron_counts[session_index].max())
         if spikes.shape[-1] < needed:
             raise ValueError(
@@ -1539,8 +1533,9 @@ def check_session_index(session_index: Any, num_sessions: int) -> torch.Tensor:
     out_of_range = (session_index < 0) | (session_index >= num_sessions)
     if bool(out_of_range.any()):
         raise ValueError(
-            f"session_index holds rows {sorted(set(session_index[out_of_range].tolist()))} "
-            f"outside [0, {num_sessions}) (the model knows {num_sessions} sessions); {expected}"
+            f"session_index must lie in [0, {num_sessions}) (rows of config.session_ids; the "
+            f"model knows {num_sessions} sessions), got out-of-range rows "
+            f"{sorted(set(session_index[out_of_range].tolist()))}"
         )
     return session_index.long()
 
