@@ -13,9 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from neds_hf import NedsConfig, NedsForMaskedModeling, NedsModel
-from neds_hf.modeling_neds import is_session_parameter, make_dummy_inputs
+from neds_hf.modeling_neds import (
+    eager_attention_forward,
+    is_session_parameter,
+    make_dummy_inputs,
+)
 
 NUM_BINS = 12
 SESSIONS = {"session-a": 5, "session-b": 9, "session-c": 3}
@@ -718,8 +723,9 @@ def test_flash_attention_needs_flash_attn_and_no_attention_mask():
 
 
 def test_attention_dropout_modes(monkeypatch):
-    """Key dropout goes through the boolean mask; probability dropout through SDPA's own
-    dropout_p (no mask, so the fused kernels stay usable); neither acts in eval mode."""
+    """Key dropout goes through the boolean mask; probability dropout through the attention
+    function's own dropout (SDPA's dropout_p on GPU, the eager form on CPU); neither acts in
+    eval mode."""
     calls = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
@@ -742,9 +748,16 @@ def test_attention_dropout_modes(monkeypatch):
     probabilities.train()
     torch.manual_seed(1)
     first = probabilities(**batch).spike_log_rates
-    assert calls and all(mask is None and p == 0.5 for mask, p in calls)
+    assert not calls  # CPU: the eager form, cheaper than SDPA's dropout path
     torch.manual_seed(2)
     assert not torch.allclose(first, probabilities(**batch).spike_log_rates)
+    torch.manual_seed(1)
+    assert torch.equal(first, probabilities(**batch).spike_log_rates)  # seeded
+    attention = probabilities.neds.layers[0].attention
+    eager = attention._attention_function(False, None, 0.5, "cpu")
+    assert eager is eager_attention_forward
+    gpu = attention._attention_function(False, None, 0.5, "cuda")
+    assert gpu is ALL_ATTENTION_FUNCTIONS["sdpa"]  # SDPA's dropout_p keeps the fused kernels
     calls.clear()
     evaluated = probabilities.eval()(**batch).spike_log_rates
     assert all(mask is None and p == 0.0 for mask, p in calls)

@@ -153,9 +153,10 @@ class NedsConfig(PreTrainedConfig):
             `scaled_dot_product_attention` on its fused kernel (~1.5x faster training steps at
             NEDS sizes than probability dropout, see ``benchmarks/bench_model.py``).
             ``"probabilities"``: dropout on the attention probabilities, as the reference code
-            does, passed to the attention kernel as its own ``dropout_p`` (SDPA's fused kernels
-            and flash attention support it on GPU; on CPU SDPA then takes its unfused path).
-            Flash attention supports only ``"probabilities"`` (it takes no attention mask).
+            does: on GPU through the attention kernel's own ``dropout_p`` (SDPA's fused kernels
+            and flash attention support it); on CPU in training through the eager attention
+            form, ~2x cheaper there than SDPA's unfused dropout path, still ~1.6x the cost of
+            key dropout. Flash attention supports only ``"probabilities"`` (it takes no mask).
         embedding_dropout: dropout on the summed token + embeddings.
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: std of the normal initialisation.
