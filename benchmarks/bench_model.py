@@ -7,8 +7,8 @@ on the machine):
   and key dropout inside attention, which keeps `scaled_dot_product_attention` on its fused
   kernels;
 * ``+ prob. dropout``: the same model with dropout on the attention probabilities instead (what
-  the reference code does; ``attention_dropout_mode="probabilities"``), which on CPU forces
-  SDPA's unfused path;
+  the reference code does; ``attention_dropout_mode="probabilities"``), which on CPU cannot use
+  SDPA's fused kernel and runs as eager attention (half the cost of SDPA's own dropout path);
 * ``+ 500 tokens``: the reference token layout too (choice and block spread over all 100 bins).
 
 Run: ``python benchmarks/bench_model.py [--threads 2] [--batch-size 16] [--layers 5] [--steps 5]``.
