@@ -109,6 +109,49 @@ def test_padding_session_index_and_behaviour_tensors():
     assert torch.isfinite(model(**batch).loss)
 
 
+def test_modalities_come_from_the_config_not_from_ibl_names():
+    """Other modality names and kinds collate and train: nothing downstream of the config
+    assumes the IBL modalities."""
+    modalities = [
+        {"name": "pupil_diameter", "kind": "continuous"},
+        {"name": "spikes", "kind": "spikes"},
+        {"name": "stimulus", "kind": "categorical", "num_classes": 4, "trial_level": False},
+        {"name": "reward", "kind": "categorical", "num_classes": 2},
+    ]
+    custom = config(modalities=modalities)
+    rng = np.random.default_rng(5)
+    examples = [
+        {
+            "session_id": session_id,
+            "spikes": rng.poisson(1.0, (SESSIONS[session_id], NUM_BINS)),
+            "pupil_diameter": rng.normal(size=NUM_BINS),
+            "stimulus": rng.integers(0, 4, NUM_BINS),
+            "reward": int(rng.integers(2)),
+        }
+        for session_id in ("s-b", "s-a", "s-b")
+    ]
+    batch = DataCollatorForNedsMasking(custom, seed=1)(examples)
+    assert batch["behavior_values"].shape == (3, NUM_BINS, 1)
+    np.testing.assert_allclose(
+        batch["behavior_values"][1, :, 0].numpy(), examples[1]["pupil_diameter"], rtol=1e-6
+    )
+    assert batch["behavior_labels"][2, :, 0].tolist() == examples[2]["stimulus"].tolist()
+    assert batch["behavior_labels"][0, :, 1].tolist() == [examples[0]["reward"]] * NUM_BINS
+    assert batch["behavior_mask"].shape == (3, NUM_BINS, 3)
+    model = NedsForMaskedModeling(custom)
+    # spike tokens come first whatever the config order; their embeddings are the spikes' ones
+    assert model.neds.token_modality[:NUM_BINS].tolist() == [1] * NUM_BINS
+    assert model.neds.token_modality[NUM_BINS:].tolist() == [0] * NUM_BINS + [2] * NUM_BINS + [3]
+    assert model.neds.token_time_row[:NUM_BINS].tolist() == list(range(NUM_BINS))
+    out = model(**batch)
+    assert set(out.modality_losses) == {"spikes", "pupil_diameter", "stimulus", "reward"}
+    assert out.behavior_predictions["stimulus"].shape == (3, NUM_BINS, 4)
+    with pytest.raises(ValueError, match=r"session s-b: trial lacks behaviour field 'reward'"):
+        DataCollatorForNedsMasking(custom)(
+            [{k: v for k, v in examples[0].items() if k != "reward"}]
+        )
+
+
 def test_seeded_reproducibility():
     examples = trials(8)
     first = DataCollatorForNedsMasking(config(), seed=123)(examples)

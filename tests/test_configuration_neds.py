@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from neds_hf import IBL_MODALITIES, NedsConfig
+from neds_hf.configuration_neds import normalize_sessions
 
 
 def test_default_config_is_the_paper_single_session_neds():
@@ -55,6 +56,11 @@ def test_json_round_trip(tmp_path):
         loaded.modalities == config.modalities and loaded.masking_schemes == config.masking_schemes
     )
     assert loaded.hidden_size == 64
+    assert loaded.attention_dropout_mode == "keys"  # the default when a checkpoint predates it
+    probabilities = NedsConfig(attention_dropout_mode="probabilities", attn_implementation="eager")
+    probabilities.save_pretrained(tmp_path / "probabilities")
+    reloaded = NedsConfig.from_pretrained(tmp_path / "probabilities")
+    assert reloaded.attention_dropout_mode == "probabilities"
 
 
 @pytest.mark.parametrize(
@@ -107,6 +113,10 @@ def test_json_round_trip(tmp_path):
         ({"masking_schemes": {"neural": 1.0, "teleport": 1.0}}, r"unknown schemes \['teleport'\]"),
         ({"masking_schemes": {"neural": -1.0}}, r"probabilities must be >= 0"),
         ({"behavior_normalization": "robust"}, r"behavior_normalization must be one of"),
+        (
+            {"attention_dropout_mode": "heads"},
+            r"attention_dropout_mode must be one of \('keys', 'probabilities'\), got 'heads'",
+        ),
     ],
 )
 def test_invalid_configs_name_fields_and_values(overrides, message):
@@ -117,6 +127,13 @@ def test_invalid_configs_name_fields_and_values(overrides, message):
 def test_spike_only_config_rejects_behaviour_schemes():
     with pytest.raises(ValueError, match=r"need behaviour modalities"):
         NedsConfig.for_mtm({"s": 3}, masking_schemes={"behavior": 1.0})
+
+
+def test_normalize_sessions_is_the_one_session_table_rule():
+    assert normalize_sessions([("a", 2), {"session_id": "b", "n_neurons": 3}]) == {"a": 2, "b": 3}
+    assert normalize_sessions(None) == {}
+    with pytest.raises(ValueError, match=r"add_sessions: session ids must be non-empty strings"):
+        normalize_sessions({"": 2}, field_name="add_sessions")
 
 
 def test_add_sessions_on_config():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,9 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from neds_hf import NedsConfig, NedsForMaskedModeling, NedsModel
-from neds_hf.modeling_neds import is_session_parameter, make_dummy_inputs
+from neds_hf.modeling_neds import (
+    eager_attention_forward,
+    is_session_parameter,
+    make_dummy_inputs,
+)
 
 NUM_BINS = 12
 SESSIONS = {"session-a": 5, "session-b": 9, "session-c": 3}
@@ -671,3 +677,156 @@ def test_freeze_encoder_freezes_exactly_the_shared_layers():
     assert frozen == encoder
     model.freeze_encoder(False)
     assert all(p.requires_grad for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------------
+# Attention implementations, attention dropout, initialisation, checkpointing, compile
+
+
+def test_attention_implementations_agree_and_eager_returns_weights():
+    torch.manual_seed(0)
+    for config_of in (tiny_config, tiny_mtm_config):  # the MtM batch has causal samples
+        sdpa_model = NedsForMaskedModeling(config_of()).eval()
+        assert sdpa_model.config._attn_implementation == "sdpa"
+        eager_model = NedsForMaskedModeling(config_of(attn_implementation="eager")).eval()
+        eager_model.load_state_dict(sdpa_model.state_dict())
+        batch = make_batch(sdpa_model.config, [0, 1, 2, 1], seed=21)
+        eager_out = eager_model(**batch, output_attentions=True)
+        length = sdpa_model.config.num_tokens
+        assert [tuple(a.shape) for a in eager_out.attentions] == [(4, 4, length, length)] * 2
+        torch.testing.assert_close(eager_out.attentions[0].sum(-1), torch.ones(4, 4, length))
+        sdpa_out = sdpa_model(**batch)
+        assert sdpa_out.attentions is None
+        torch.testing.assert_close(eager_out.spike_log_rates, sdpa_out.spike_log_rates)
+        torch.testing.assert_close(eager_out.loss, sdpa_out.loss)
+        # weights asked of an sdpa model: that call runs eager attention
+        weights = sdpa_model(**batch, output_attentions=True).attentions
+        torch.testing.assert_close(weights[1], eager_out.attentions[1])
+    if sdpa_model.config.use_prompt:  # causal samples never attend to later bins
+        causal_row = eager_out.attentions[0][1, 0, 1]  # sample 1 is causal; query: bin 0 spikes
+        assert torch.all(causal_row[2 : NUM_BINS + 1] == 0)
+    sdpa_model.set_attn_implementation("eager")
+    assert sdpa_model.config._attn_implementation == "eager"
+    assert sdpa_model.neds.layers[0].attention.config._attn_implementation == "eager"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed"
+)
+def test_flash_attention_needs_flash_attn_and_no_attention_mask():
+    with pytest.raises(ImportError, match="FlashAttention2"):
+        NedsForMaskedModeling(tiny_config(attn_implementation="flash_attention_2"))
+    model = NedsForMaskedModeling(tiny_mtm_config()).eval()
+    model.config._attn_implementation = "flash_attention_2"  # as if flash-attn were installed
+    with pytest.raises(ValueError, match=r"takes no attention mask.*causal MtM attention"):
+        model(**make_batch(model.config, [0, 1], seed=22))
+
+
+def test_attention_dropout_modes(monkeypatch):
+    """Key dropout goes through the boolean mask; probability dropout through the attention
+    function's own dropout (SDPA's dropout_p on GPU, the eager form on CPU); neither acts in
+    eval mode."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("attn_mask"), kwargs.get("dropout_p", 0.0)))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    keys = NedsForMaskedModeling(tiny_config(attention_dropout=0.5))
+    probabilities = NedsForMaskedModeling(
+        tiny_config(attention_dropout=0.5, attention_dropout_mode="probabilities")
+    )
+    probabilities.load_state_dict(keys.state_dict())
+    batch = make_batch(keys.config, [0, 1, 2], seed=23)
+    keys.train()(**batch)
+    assert calls and all(mask is not None and mask.dtype == torch.bool for mask, _ in calls)
+    assert all(p == 0.0 for _, p in calls)
+    calls.clear()
+    probabilities.train()
+    torch.manual_seed(1)
+    first = probabilities(**batch).spike_log_rates
+    assert not calls  # CPU: the eager form, cheaper than SDPA's dropout path
+    torch.manual_seed(2)
+    assert not torch.allclose(first, probabilities(**batch).spike_log_rates)
+    torch.manual_seed(1)
+    assert torch.equal(first, probabilities(**batch).spike_log_rates)  # seeded
+    attention = probabilities.neds.layers[0].attention
+    eager = attention._attention_function(False, None, 0.5, "cpu")
+    assert eager is eager_attention_forward
+    gpu = attention._attention_function(False, None, 0.5, "cuda")
+    assert gpu is ALL_ATTENTION_FUNCTIONS["sdpa"]  # SDPA's dropout_p keeps the fused kernels
+    calls.clear()
+    evaluated = probabilities.eval()(**batch).spike_log_rates
+    assert all(mask is None and p == 0.0 for mask, p in calls)
+    torch.testing.assert_close(evaluated, keys.eval()(**batch).spike_log_rates)
+    with pytest.raises(ValueError, match="attention_dropout_mode must be one of"):
+        tiny_config(attention_dropout_mode="heads")
+
+
+def test_fixup_initialisation_follows_module_types():
+    from neds_hf.modeling_neds import NedsFixupLinear, NedsQKVProjection
+
+    torch.manual_seed(0)
+    config = tiny_config(hidden_size=64, intermediate_size=256, num_hidden_layers=4)
+    model = NedsForMaskedModeling(config)
+    std, fixup = config.initializer_range, 0.67 * 4**-0.25
+    layer = model.neds.layers[0]
+    assert isinstance(layer.attention.qkv_proj, NedsQKVProjection)
+    for linear in (layer.mlp.up_proj, layer.mlp.down_proj, layer.attention.out_proj):
+        assert isinstance(linear, NedsFixupLinear)
+        assert linear.weight.std().item() == pytest.approx(std * fixup, rel=0.05)
+        assert torch.all(linear.bias == 0)
+    qkv = layer.attention.qkv_proj.weight
+    assert qkv[:128].std().item() == pytest.approx(std, rel=0.05)  # queries and keys
+    assert qkv[128:].std().item() == pytest.approx(std * fixup * 2**0.5, rel=0.05)  # values
+    plain = model.categorical_heads["block"].weight
+    assert plain.std().item() == pytest.approx(std, rel=0.2)
+    no_fixup = NedsForMaskedModeling(
+        tiny_config(hidden_size=64, intermediate_size=256, fixup_init=False)
+    )
+    assert no_fixup.neds.layers[0].mlp.up_proj.weight.std().item() == pytest.approx(std, rel=0.05)
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad()
+    out = model(**batch)
+    out.loss.backward()
+    grads = {
+        name.removeprefix("_orig_mod."): p.grad.clone()
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }
+    return out.loss.detach(), out.spike_log_rates.detach(), grads
+
+
+@pytest.mark.parametrize("config_of", [tiny_config, tiny_mtm_config], ids=["neds", "mtm"])
+def test_gradient_checkpointing_gives_the_same_losses_and_gradients(config_of):
+    torch.manual_seed(0)
+    model = NedsForMaskedModeling(config_of()).train()  # dropout 0: deterministic
+    batch = make_batch(model.config, [0, 1, 2, 0], seed=24)
+    loss, _, grads = _loss_and_grads(model, batch)
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    assert all(layer.gradient_checkpointing for layer in model.neds.layers)
+    checkpointed_loss, _, checkpointed_grads = _loss_and_grads(model, batch)
+    assert torch.equal(loss, checkpointed_loss)
+    assert grads.keys() == checkpointed_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(checkpointed_grads[name], grads[name], rtol=0, atol=0)
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: 12-90 s on 2 busy cores
+def test_torch_compile_matches_eager():
+    torch.manual_seed(0)
+    model = NedsForMaskedModeling(tiny_config()).train()  # dropout 0: deterministic
+    batch = make_batch(model.config, [0, 1, 2], seed=25)
+    loss, rates, grads = _loss_and_grads(model, batch)
+    compiled = torch.compile(model, fullgraph=True)  # fullgraph: no graph breaks in forward
+    compiled_loss, compiled_rates, compiled_grads = _loss_and_grads(compiled, batch)
+    torch.testing.assert_close(compiled_loss, loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(compiled_rates, rates, atol=1e-5, rtol=1e-5)
+    for name in grads:
+        torch.testing.assert_close(compiled_grads[name], grads[name], atol=1e-5, rtol=1e-4)

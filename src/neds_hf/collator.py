@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from .configuration_neds import BEHAVIOR_NORMALIZATIONS, MTM_SCHEMES, NedsConfig
-from .masking import build_masks, validate_schemes
+from .masking import Masks, build_masks, validate_schemes
 
 NORMALIZATION_METHODS = BEHAVIOR_NORMALIZATIONS
+
+__all__ = ["NORMALIZATION_METHODS", "DataCollatorForNedsMasking"]
 
 
 class DataCollatorForNedsMasking:
@@ -108,34 +110,17 @@ class DataCollatorForNedsMasking:
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
         config = self.config
-        num_bins = config.num_time_bins
         session_ids = [
             self._session_id(example, position) for position, example in enumerate(examples)
         ]
         session_index = torch.tensor([self._session_rows[s] for s in session_ids], dtype=torch.long)
-        spike_rows = [
-            self._spikes(example, session_id) for example, session_id in zip(examples, session_ids)
-        ]
-        neuron_counts = [rows.shape[0] for rows in spike_rows]
-        num_neurons = max(neuron_counts)
-        spikes = torch.zeros(len(examples), num_bins, num_neurons, dtype=torch.float32)
-        for sample, rows in enumerate(spike_rows):
-            spikes[sample, :, : rows.shape[0]] = torch.from_numpy(rows.T)  # (T, N_s)
-
+        spikes, neuron_counts = self._spike_batch(examples, session_ids)
         batch: dict[str, torch.Tensor] = {"spikes": spikes, "session_index": session_index}
         if config.continuous_modalities:
             batch["behavior_values"] = self._continuous(examples, session_ids)
         if config.categorical_modalities:
             batch["behavior_labels"] = self._categorical(examples, session_ids)
-
-        if self.eval_protocol is not None:
-            schemes = [self.eval_protocol] * len(examples)
-            scheme_rows = None
-        else:
-            scheme_rows = torch.multinomial(
-                self.scheme_probabilities, len(examples), replacement=True, generator=self.generator
-            )
-            schemes = [self.scheme_names[row] for row in scheme_rows.tolist()]
+        schemes, scheme_rows = self._draw_schemes(len(examples))
         regions = None
         if any(s in ("intra_region", "inter_region") for s in schemes):
             regions = [
@@ -146,22 +131,57 @@ class DataCollatorForNedsMasking:
             config,
             schemes,
             neuron_counts,
-            num_neurons,
+            spikes.shape[-1],
             self.generator,
             self.mask_ratio,
             self.causal_mask_ratio,
             regions,
         )
-        batch["spike_mask"] = masks.spike_mask
+        batch.update(self._mask_fields(masks, schemes))
+        if self.return_scheme_index and scheme_rows is not None:
+            batch["scheme_index"] = scheme_rows
+        return batch
+
+    def _spike_batch(
+        self, examples: Sequence[Mapping[str, Any]], session_ids: list[str]
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Spike counts `(B, T, N)` padded with zeros to the largest session, and the real
+        neuron count of each trial."""
+        spike_rows = [
+            self._spikes(example, session_id) for example, session_id in zip(examples, session_ids)
+        ]
+        neuron_counts = [rows.shape[0] for rows in spike_rows]
+        spikes = torch.zeros(
+            len(examples), self.config.num_time_bins, max(neuron_counts), dtype=torch.float32
+        )
+        for sample, rows in enumerate(spike_rows):
+            spikes[sample, :, : rows.shape[0]] = torch.from_numpy(rows.T)  # (T, N_s)
+        return spikes, neuron_counts
+
+    def _draw_schemes(self, batch_size: int) -> tuple[list[str], torch.Tensor | None]:
+        """One scheme name per trial (the evaluation protocol, or drawn with the scheme
+        probabilities) and the drawn rows of `self.scheme_names` (`None` for a protocol)."""
+        if self.eval_protocol is not None:
+            return [self.eval_protocol] * batch_size, None
+        scheme_rows = torch.multinomial(
+            self.scheme_probabilities, batch_size, replacement=True, generator=self.generator
+        )
+        return [self.scheme_names[row] for row in scheme_rows.tolist()], scheme_rows
+
+    def _mask_fields(self, masks: Masks, schemes: list[str]) -> dict[str, torch.Tensor]:
+        """The batch fields the masks become: input masks, the spike target mask where it
+        differs (or may differ) from the input mask, prompt rows and causal flags."""
+        config = self.config
+        fields = {"spike_mask": masks.spike_mask}
         if (
             not torch.equal(masks.spike_target_mask, masks.spike_mask)
             or "intra_region" in self.scheme_names
         ):
-            batch["spike_target_mask"] = masks.spike_target_mask
+            fields["spike_target_mask"] = masks.spike_target_mask
         if config.behavior_modalities:
-            batch["behavior_mask"] = masks.behavior_mask
+            fields["behavior_mask"] = masks.behavior_mask
         if config.use_prompt:
-            batch["prompt_index"] = torch.tensor(
+            fields["prompt_index"] = torch.tensor(
                 [
                     config.prompt_schemes.index(s) if s in config.prompt_schemes else 0
                     for s in schemes
@@ -169,10 +189,8 @@ class DataCollatorForNedsMasking:
                 dtype=torch.long,
             )
         if self._emits_causal:
-            batch["causal_attention"] = masks.causal_attention
-        if self.return_scheme_index and scheme_rows is not None:
-            batch["scheme_index"] = scheme_rows
-        return batch
+            fields["causal_attention"] = masks.causal_attention
+        return fields
 
     # ------------------------------------------------------------------------------------------
     def _session_id(self, example: Mapping[str, Any], position: int) -> str:
@@ -192,6 +210,7 @@ class DataCollatorForNedsMasking:
                 f"session {session_id}: spikes must be neuron-major [N, T] = {list(expected)}, "
                 f"got shape {list(spikes.shape)}"
             )
+        _check_finite(spikes, session_id, "spikes")
         return spikes  # (N_s, T)
 
     def _continuous(
@@ -211,6 +230,7 @@ class DataCollatorForNedsMasking:
                         f"[{self.config.num_time_bins}],"
                         f" got {list(trace.shape)}"
                     )
+                _check_finite(trace, session_id, name)
                 values[sample, :, column] = self._normalize(trace, session_id, name)
         return torch.from_numpy(values)  # (B, T, M_continuous)
 
@@ -241,6 +261,16 @@ class DataCollatorForNedsMasking:
                 if name not in example:
                     raise ValueError(f"session {session_id}: trial lacks behaviour field {name!r}")
                 value = np.asarray(_to_numpy(example[name]))
+                if value.dtype.kind == "f":
+                    _check_finite(value, session_id, name)
+                integral = value.dtype.kind in "iub" or (
+                    value.dtype.kind == "f" and np.array_equal(value, np.round(value))
+                )
+                if not integral:
+                    raise ValueError(
+                        f"session {session_id}: {name} labels must be integer classes, got "
+                        f"{value.dtype} values {sorted(set(value.ravel().tolist()))[:10]}"
+                    )
                 if spec["trial_level"]:
                     if value.size != 1:
                         raise ValueError(
@@ -277,6 +307,17 @@ class DataCollatorForNedsMasking:
                 f"session {session_id}: {len(regions)} neuron regions for {count} neurons"
             )
         return regions
+
+
+def _check_finite(values: np.ndarray, session_id: str, field: str) -> None:
+    """A ValueError naming the session and field when `values` holds NaN or inf."""
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise ValueError(
+            f"session {session_id}: {field} has {bad} non-finite entries (NaN or inf) of "
+            f"{values.size}; expected finite values (trials with missing data are excluded "
+            "when the dataset is built)"
+        )
 
 
 def _to_numpy(value: Any) -> Any:

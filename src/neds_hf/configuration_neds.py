@@ -28,6 +28,11 @@ IBL_MODALITIES: tuple[dict[str, Any], ...] = (
 #: How continuous behaviours can be scaled (with per-session constants) before the model.
 BEHAVIOR_NORMALIZATIONS = ("minmax", "zscore", "none")
 
+#: How `attention_dropout` regularises attention: ``"keys"`` drops random keys per (trial, head)
+#: through the attention mask; ``"probabilities"`` drops attention probabilities (the reference's
+#: way), through the attention kernel's own ``dropout_p``.
+ATTENTION_DROPOUT_MODES = ("keys", "probabilities")
+
 #: NEDS multi-task masking schemes (sampled per trial by the collator).
 NEDS_SCHEMES = ("neural", "behavior", "within_spikes", "within_behavior", "cross_modal")
 #: MtM masking schemes for the spike-only configuration; their order is the prompt-token order.
@@ -85,8 +90,12 @@ def _normalize_modality(spec: Mapping[str, Any], position: int) -> dict[str, Any
     return normalized
 
 
-def _normalize_sessions(sessions: Any, field_name: str = "sessions") -> dict[str, int]:
-    """Turn a mapping or a sequence of (id, n_neurons) pairs into an ordered dict, validating it."""
+def normalize_sessions(sessions: Any, field_name: str = "sessions") -> dict[str, int]:
+    """Turn a mapping or a sequence of (id, n_neurons) pairs into an ordered dict, validating it.
+
+    The one rule for what a session table is; the config and the model's `add_sessions` use it.
+    `field_name` names the argument in error messages.
+    """
     if sessions is None:
         return {}
     if isinstance(sessions, Mapping):
@@ -137,9 +146,17 @@ class NedsConfig(PreTrainedConfig):
         intermediate_size: width of the MLP inside each block.
         hidden_act: MLP activation.
         hidden_dropout: dropout on the attention and MLP outputs (residual branches).
-        attention_dropout: key dropout inside attention: each (trial, head) ignores a random
-            fraction of the keys. Regularises like attention-probability dropout but keeps the
-            fused `scaled_dot_product_attention` kernels (probability dropout forces the slow one).
+        attention_dropout: dropout rate inside attention, applied as `attention_dropout_mode`
+            says.
+        attention_dropout_mode: ``"keys"`` (default): each (trial, head) ignores a random
+            fraction of the keys through a boolean attention mask; on CPU this keeps
+            `scaled_dot_product_attention` on its fused kernel (~1.5x faster training steps at
+            NEDS sizes than probability dropout, see ``benchmarks/bench_model.py``).
+            ``"probabilities"``: dropout on the attention probabilities, as the reference code
+            does: on GPU through the attention kernel's own ``dropout_p`` (SDPA's fused kernels
+            and flash attention support it); on CPU in training through the eager attention
+            form, ~2x cheaper there than SDPA's unfused dropout path, still ~1.6x the cost of
+            key dropout. Flash attention supports only ``"probabilities"`` (it takes no mask).
         embedding_dropout: dropout on the summed token + embeddings.
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: std of the normal initialisation.
@@ -181,6 +198,7 @@ class NedsConfig(PreTrainedConfig):
     hidden_act: str = "gelu"
     hidden_dropout: float | int = 0.4
     attention_dropout: float | int = 0.4
+    attention_dropout_mode: str = "keys"
     embedding_dropout: float | int = 0.2
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
@@ -204,13 +222,25 @@ class NedsConfig(PreTrainedConfig):
         self.modalities = [
             _normalize_modality(spec, position) for position, spec in enumerate(self.modalities)
         ]
-        self.sessions = _normalize_sessions(self.sessions)
+        self.sessions = normalize_sessions(self.sessions)
         self._validate()
         if not getattr(self, "auto_map", None):
             self.auto_map = dict(_AUTO_MAP)
         super().__post_init__(**kwargs)
 
     def _validate(self) -> None:
+        """Raise one ValueError listing every invalid field."""
+        errors = [
+            *self._size_errors(),
+            *self._rate_errors(),
+            *self._modality_errors(),
+            *self._masking_errors(),
+        ]
+        if errors:
+            raise ValueError("Invalid NedsConfig: " + "; ".join(errors))
+
+    def _size_errors(self) -> list[str]:
+        """Sizes must be positive integers, the head size must divide and (with RoPE) be even."""
         errors: list[str] = []
         for name in (
             "hidden_size",
@@ -234,14 +264,29 @@ class NedsConfig(PreTrainedConfig):
                 f"use_rope=True needs an even head size, got hidden_size/num_attention_heads = "
                 f"{self.hidden_size}/{self.num_attention_heads}"
             )
+        return errors
+
+    def _rate_errors(self) -> list[str]:
+        """Dropout rates in [0, 1), mask ratios in (0, 1], a known attention dropout mode."""
+        errors: list[str] = []
         for name in ("hidden_dropout", "attention_dropout", "embedding_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 errors.append(f"{name} must be in [0, 1), got {value!r}")
+        if self.attention_dropout_mode not in ATTENTION_DROPOUT_MODES:
+            errors.append(
+                f"attention_dropout_mode must be one of {ATTENTION_DROPOUT_MODES}, got "
+                f"{self.attention_dropout_mode!r}"
+            )
         for name in ("mask_ratio", "causal_mask_ratio"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 errors.append(f"{name} must be in (0, 1], got {value!r}")
+        return errors
+
+    def _modality_errors(self) -> list[str]:
+        """Unique modality names, exactly one spikes modality, a known behaviour scaling."""
+        errors: list[str] = []
         names = [spec["name"] for spec in self.modalities]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -256,32 +301,33 @@ class NedsConfig(PreTrainedConfig):
                 f"behavior_normalization must be one of {BEHAVIOR_NORMALIZATIONS}, got "
                 f"{self.behavior_normalization!r}"
             )
+        return errors
+
+    def _masking_errors(self) -> list[str]:
+        """Prompt schemes when prompting; known, positive-sum, satisfiable masking schemes."""
+        errors: list[str] = []
         if self.use_prompt and not self.prompt_schemes:
             errors.append("use_prompt=True needs at least one entry in prompt_schemes")
-        if self.masking_schemes is not None:
-            allowed = set(NEDS_SCHEMES) | set(MTM_SCHEMES)
-            unknown = sorted(set(self.masking_schemes) - allowed)
-            if unknown:
+        if self.masking_schemes is None:
+            return errors
+        allowed = set(NEDS_SCHEMES) | set(MTM_SCHEMES)
+        unknown = sorted(set(self.masking_schemes) - allowed)
+        if unknown:
+            errors.append(f"masking_schemes: unknown schemes {unknown}; known: {sorted(allowed)}")
+        weights = list(self.masking_schemes.values())
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            errors.append(
+                f"masking_schemes: probabilities must be >= 0 with a positive sum, "
+                f"got {self.masking_schemes}"
+            )
+        if not self.behavior_modalities:
+            with_behavior = sorted(set(self.masking_schemes) - set(MTM_SCHEMES) - {"within_spikes"})
+            if with_behavior:
                 errors.append(
-                    f"masking_schemes: unknown schemes {unknown}; known: {sorted(allowed)}"
+                    f"masking_schemes {with_behavior} need behaviour modalities, but spikes "
+                    "are the only modality"
                 )
-            weights = list(self.masking_schemes.values())
-            if any(w < 0 for w in weights) or sum(weights) <= 0:
-                errors.append(
-                    f"masking_schemes: probabilities must be >= 0 with a positive sum, "
-                    f"got {self.masking_schemes}"
-                )
-            if not self.behavior_modalities:
-                with_behavior = sorted(
-                    set(self.masking_schemes) - set(MTM_SCHEMES) - {"within_spikes"}
-                )
-                if with_behavior:
-                    errors.append(
-                        f"masking_schemes {with_behavior} need behaviour modalities, but spikes "
-                        "are the only modality"
-                    )
-        if errors:
-            raise ValueError("Invalid NedsConfig: " + "; ".join(errors))
+        return errors
 
     def to_dict(self) -> dict[str, Any]:
         """Serialisable dict; sessions become ``[[session_id, n_neurons], ...]`` so that their
@@ -349,7 +395,7 @@ class NedsConfig(PreTrainedConfig):
         Only the configuration changes here; use the model's `add_sessions` to also create the
         per-session parameters.
         """
-        new_sessions = _normalize_sessions(sessions, field_name="add_sessions")
+        new_sessions = normalize_sessions(sessions, field_name="add_sessions")
         existing = sorted(set(new_sessions) & set(self.sessions))
         if existing:
             raise ValueError(f"add_sessions: sessions already known to the model: {existing}")
@@ -372,4 +418,13 @@ class NedsConfig(PreTrainedConfig):
         return cls(sessions=copy.deepcopy(dict(sessions or {})), **defaults)
 
 
-__all__ = ["IBL_MODALITIES", "MODALITY_KINDS", "MTM_SCHEMES", "NEDS_SCHEMES", "NedsConfig"]
+__all__ = [
+    "ATTENTION_DROPOUT_MODES",
+    "BEHAVIOR_NORMALIZATIONS",
+    "IBL_MODALITIES",
+    "MODALITY_KINDS",
+    "MTM_SCHEMES",
+    "NEDS_SCHEMES",
+    "NedsConfig",
+    "normalize_sessions",
+]

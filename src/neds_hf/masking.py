@@ -30,6 +30,8 @@ from .configuration_neds import MTM_SCHEMES, NEDS_SCHEMES, NedsConfig
 #: Fixed evaluation protocols; ``encoding:<behaviour>`` shows only that behaviour.
 EVAL_PROTOCOLS = ("encoding", "decoding")
 
+__all__ = ["EVAL_PROTOCOLS", "Masks", "build_masks", "validate_schemes"]
+
 
 @dataclass
 class Masks:
@@ -82,74 +84,120 @@ def build_masks(
     ratio = config.mask_ratio if mask_ratio is None else mask_ratio
     causal_ratio = config.causal_mask_ratio if causal_mask_ratio is None else causal_mask_ratio
     batch_size, num_bins = len(schemes), config.num_time_bins
-    behavior_specs = config.behavior_modalities
-    token_counts = _token_counts(config)
     spike_mask = torch.zeros(batch_size, num_bins, num_neurons, dtype=torch.bool)
     spike_target = torch.zeros_like(spike_mask)
-    behavior_mask = torch.zeros(batch_size, num_bins, len(behavior_specs), dtype=torch.bool)
+    behavior_mask = torch.zeros(
+        batch_size, num_bins, len(config.behavior_modalities), dtype=torch.bool
+    )
     causal = torch.zeros(batch_size, dtype=torch.bool)
-
     for sample, scheme in enumerate(schemes):
-        real = neuron_counts[sample]
-        if scheme == "neural":
-            spike_mask[sample, :, :real] = True
-        elif scheme == "behavior":
-            behavior_mask[sample] = True
-        elif scheme == "within_spikes":
-            bins = _at_least_one(_bernoulli((num_bins,), ratio, generator), generator)
-            spike_mask[sample, bins, :real] = True
-        elif scheme == "within_behavior":
-            for column, count in enumerate(token_counts):
-                tokens = _bernoulli((count,), ratio, generator)
-                behavior_mask[sample, :count, column] = tokens
-            if behavior_specs and not bool(behavior_mask[sample].any()):
-                column = int(torch.randint(len(behavior_specs), (1,), generator=generator))
-                token = int(torch.randint(token_counts[column], (1,), generator=generator))
-                behavior_mask[sample, token, column] = True
-        elif scheme == "cross_modal":
-            bins = _at_least_one(_bernoulli((num_bins,), ratio, generator), generator)
-            spike_mask[sample, bins, :real] = True
-            for column, count in enumerate(token_counts):
-                if count == num_bins:
-                    behavior_mask[sample, :, column] = bins
-                else:  # a one-token trial-level variable: hidden with the same ratio
-                    behavior_mask[sample, 0, column] = _bernoulli((1,), ratio, generator)[0]
-        elif scheme == "neuron":
-            neurons = _at_least_one(_bernoulli((real,), ratio, generator), generator)
-            spike_mask[sample, :, :real] = neurons
+        trial = _TrialMasks(
+            spike_mask[sample], spike_target[sample], behavior_mask[sample], neuron_counts[sample]
+        )
+        if scheme in NEDS_SCHEMES:
+            _mask_neds_scheme(trial, scheme, config, ratio, generator)
         elif scheme == "causal":
             bins = _at_least_one(_bernoulli((num_bins,), causal_ratio, generator), generator)
-            spike_mask[sample, bins, :real] = True
+            trial.spike_mask[bins, : trial.real] = True
             causal[sample] = True
-        elif scheme in ("inter_region", "intra_region"):
-            regions = _sample_regions(neuron_regions, sample, real)
-            names = sorted(set(regions))
-            target_region = names[int(torch.randint(len(names), (1,), generator=generator))]
-            inside = torch.tensor([region == target_region for region in regions])  # (real,)
-            if scheme == "inter_region":
-                spike_mask[sample, :, :real] = inside
-            else:
-                chosen = _bernoulli((real,), ratio, generator) & inside
-                if not bool(chosen.any()):
-                    candidates = torch.nonzero(inside).flatten()
-                    pick = int(torch.randint(len(candidates), (1,), generator=generator))
-                    chosen[candidates[pick]] = True
-                spike_mask[sample, :, :real] = ~inside | chosen
-                spike_target[sample, :, :real] = chosen
-                continue
-        elif scheme == "encoding":
-            spike_mask[sample, :, :real] = True
-        elif scheme == "decoding":
-            behavior_mask[sample] = True
-        elif scheme.startswith("encoding:"):
-            shown = scheme.split(":", 1)[1]
-            spike_mask[sample, :, :real] = True
-            for column, spec in enumerate(behavior_specs):
-                behavior_mask[sample, :, column] = spec["name"] != shown
+        elif scheme in MTM_SCHEMES:
+            regions = (
+                _sample_regions(neuron_regions, sample, trial.real)
+                if scheme in ("inter_region", "intra_region")
+                else None
+            )
+            _mask_mtm_scheme(trial, scheme, ratio, regions, generator)
+            if scheme == "intra_region":
+                continue  # its scored neurons are a subset of the hidden ones
+        elif scheme in EVAL_PROTOCOLS or scheme.startswith("encoding:"):
+            _mask_protocol(trial, scheme, config)
         else:
             raise ValueError(f"unknown masking scheme {scheme!r}")
-        spike_target[sample] = spike_mask[sample]
+        trial.spike_target[:] = trial.spike_mask
     return Masks(spike_mask, spike_target, behavior_mask, causal)
+
+
+@dataclass
+class _TrialMasks:
+    """One trial's rows of the batch masks (views written in place) and its real neurons."""
+
+    spike_mask: torch.Tensor  # (T, N)
+    spike_target: torch.Tensor  # (T, N)
+    behavior_mask: torch.Tensor  # (T, M)
+    real: int
+
+
+def _mask_neds_scheme(
+    trial: _TrialMasks,
+    scheme: str,
+    config: NedsConfig,
+    ratio: float,
+    generator: torch.Generator,
+) -> None:
+    """The NEDS multi-task schemes (see the module docstring)."""
+    num_bins, real = config.num_time_bins, trial.real
+    token_counts = _token_counts(config)
+    if scheme == "neural":
+        trial.spike_mask[:, :real] = True
+    elif scheme == "behavior":
+        trial.behavior_mask[:] = True
+    elif scheme == "within_spikes":
+        bins = _at_least_one(_bernoulli((num_bins,), ratio, generator), generator)
+        trial.spike_mask[bins, :real] = True
+    elif scheme == "within_behavior":
+        for column, count in enumerate(token_counts):
+            trial.behavior_mask[:count, column] = _bernoulli((count,), ratio, generator)
+        if token_counts and not bool(trial.behavior_mask.any()):
+            column = int(torch.randint(len(token_counts), (1,), generator=generator))
+            token = int(torch.randint(token_counts[column], (1,), generator=generator))
+            trial.behavior_mask[token, column] = True
+    else:  # cross_modal
+        bins = _at_least_one(_bernoulli((num_bins,), ratio, generator), generator)
+        trial.spike_mask[bins, :real] = True
+        for column, count in enumerate(token_counts):
+            if count == num_bins:
+                trial.behavior_mask[:, column] = bins
+            else:  # a one-token trial-level variable: hidden with the same ratio
+                trial.behavior_mask[0, column] = _bernoulli((1,), ratio, generator)[0]
+
+
+def _mask_mtm_scheme(
+    trial: _TrialMasks,
+    scheme: str,
+    ratio: float,
+    regions: list[str] | None,
+    generator: torch.Generator,
+) -> None:
+    """The MtM neuron and region schemes (the causal one is set by :func:`build_masks`)."""
+    real = trial.real
+    if scheme == "neuron":
+        trial.spike_mask[:, :real] = _at_least_one(_bernoulli((real,), ratio, generator), generator)
+        return
+    names = sorted(set(regions))
+    target_region = names[int(torch.randint(len(names), (1,), generator=generator))]
+    inside = torch.tensor([region == target_region for region in regions])  # (real,)
+    if scheme == "inter_region":
+        trial.spike_mask[:, :real] = inside
+        return
+    chosen = _bernoulli((real,), ratio, generator) & inside
+    if not bool(chosen.any()):
+        candidates = torch.nonzero(inside).flatten()
+        pick = int(torch.randint(len(candidates), (1,), generator=generator))
+        chosen[candidates[pick]] = True
+    trial.spike_mask[:, :real] = ~inside | chosen
+    trial.spike_target[:, :real] = chosen
+
+
+def _mask_protocol(trial: _TrialMasks, protocol: str, config: NedsConfig) -> None:
+    """The fixed evaluation protocols: encoding (optionally showing one behaviour), decoding."""
+    if protocol == "decoding":
+        trial.behavior_mask[:] = True
+        return
+    trial.spike_mask[:, : trial.real] = True
+    if protocol.startswith("encoding:"):
+        shown = protocol.split(":", 1)[1]
+        for column, spec in enumerate(config.behavior_modalities):
+            trial.behavior_mask[:, column] = spec["name"] != shown
 
 
 def _sample_regions(
