@@ -33,6 +33,8 @@ class ActionSegmentationFeatureExtractor(FeatureExtractionMixin):
         use_velocity: append the first difference of every feature.
         normalization: ``"zscore"`` (per session, per feature) or ``"none"``.
         context_frames: real frames of context each model window carries on both sides.
+        likelihood_threshold: marker positions below this likelihood were treated as missing
+            (interpolated) when the model was trained; prediction reads markers the same way.
     """
 
     model_input_names = ["features"]  # noqa: RUF012 (transformers API)
@@ -43,6 +45,7 @@ class ActionSegmentationFeatureExtractor(FeatureExtractionMixin):
         use_velocity: bool = True,
         normalization: str = "zscore",
         context_frames: int = 0,
+        likelihood_threshold: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -56,6 +59,7 @@ class ActionSegmentationFeatureExtractor(FeatureExtractionMixin):
         self.use_velocity = bool(use_velocity)
         self.normalization = normalization
         self.context_frames = context_frames
+        self.likelihood_threshold = likelihood_threshold
 
     @property
     def num_model_features(self) -> int:

@@ -187,6 +187,7 @@ class ActionSegmentationModel(ActionSegmentationPreTrainedModel):
         labels: torch.Tensor | None = None,
         weak_labels: torch.Tensor | None = None,
         weak_label_weight: float = 0.0,
+        pseudo_label_threshold: float | None = None,
         frame_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> ActionSegmentationOutput:
@@ -198,6 +199,9 @@ class ActionSegmentationModel(ActionSegmentationPreTrainedModel):
             weak_labels: `(B, T)` weak or pseudo-labels for frames without a hand label
                 (-100 where none); weighted by `weak_label_weight` and the class weights.
             weak_label_weight: weight of the weak-label loss (annealed by the trainer).
+            pseudo_label_threshold: without `weak_labels`, use the model's own confident
+                predictions (max class probability >= threshold, background excluded,
+                gradient-free) on unlabelled frames (label 0) as weak labels.
             frame_mask: `(B, T)` True on real frames that count for the next-step loss
                 (False on batch padding); all frames when omitted.
         """
@@ -209,6 +213,8 @@ class ActionSegmentationModel(ActionSegmentationPreTrainedModel):
             weights = self.class_weight_tensor(logits.device)
             losses = {"supervised": weighted_cross_entropy(logits, labels, weights)}
             loss = losses["supervised"]
+            if weak_labels is None and pseudo_label_threshold is not None:
+                weak_labels = pseudo_labels(logits, labels, pseudo_label_threshold)
             if weak_labels is not None and weak_label_weight > 0:
                 losses["weak"] = weighted_cross_entropy(logits, weak_labels, weights)
                 loss = loss + weak_label_weight * losses["weak"]
@@ -242,6 +248,20 @@ def weighted_cross_entropy(
     return (nll * frame_weights).sum() / total
 
 
+def pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Confident predictions on unlabelled frames `(B, T)`; -100 elsewhere.
+
+    `logits` `(B, T, C)`; only frames with label 0 (background = unlabelled) get one, and only
+    where the highest real-class probability reaches `threshold`.
+    """
+    with torch.no_grad():
+        masked = logits.detach().float().clone()
+        masked[..., 0] = float("-inf")
+        confidence, predicted = torch.softmax(masked, dim=-1).max(dim=-1)  # (B, T)
+        keep = (labels == 0) & (confidence >= threshold)
+        return torch.where(keep, predicted, torch.full_like(predicted, IGNORE_INDEX))
+
+
 def next_step_loss(
     predictions: torch.Tensor, features: torch.Tensor, frame_mask: torch.Tensor | None
 ) -> torch.Tensor:
@@ -264,5 +284,6 @@ __all__ = [
     "ActionSegmentationOutput",
     "ActionSegmentationPreTrainedModel",
     "next_step_loss",
+    "pseudo_labels",
     "weighted_cross_entropy",
 ]

@@ -208,9 +208,10 @@ def load_session(
     input_dir: str = "markers",
     likelihood_threshold: float | None = None,
     class_names: Sequence[str] | None = None,
-    labels_dir: str = LABELS_DIR,
+    labels_dir: str | None = LABELS_DIR,
 ) -> Session:
-    """Read one session's features (and its labels when `labels_dir/<session>.csv` exists)."""
+    """Read one session's features, and its labels when `labels_dir/<session>.csv` exists
+    (`labels_dir=None`: features only)."""
     if input_dir not in INPUT_DIRS:
         raise ValueError(f"input_dir must be one of {INPUT_DIRS}, got {input_dir!r}")
     data_dir = Path(data_dir)
@@ -222,8 +223,8 @@ def load_session(
     else:
         features, names, report = read_feature_csv(feature_path)
     session = Session(session_id, features, names, report=report)
-    label_path = data_dir / labels_dir / f"{session_id}.csv"
-    if label_path.is_file():
+    label_path = data_dir / (labels_dir or "") / f"{session_id}.csv"
+    if labels_dir is not None and label_path.is_file():
         labels, session.class_names = read_label_csv(label_path, class_names)
         if len(labels) != len(features):
             raise SegmentationDataError(
@@ -240,7 +241,7 @@ def load_sessions(
     input_dir: str = "markers",
     likelihood_threshold: float | None = None,
     class_names: Sequence[str] | None = None,
-    labels_dir: str = LABELS_DIR,
+    labels_dir: str | None = LABELS_DIR,
 ) -> list[Session]:
     """Read several sessions; they must share feature names and (labelled ones) class names."""
     ids = list(session_ids) if session_ids is not None else list_sessions(data_dir, input_dir)

@@ -108,6 +108,8 @@ def sparse_labels(
     for lst in by_class.values():
         rng.shuffle(lst)
     order = sorted(by_class)
+    shift = int(rng.integers(len(order))) if order else 0
+    order = order[shift:] + order[:shift]  # sessions start the class rotation at different classes
     taken = 0
     while taken < wanted and any(by_class.values()):
         for label in order:
