@@ -70,7 +70,7 @@ def test_block_validation_leaves_a_gap_of_at_least_the_context():
     )
     train, validation = split_frames(args, sessions, context=24)
     assert (train[0].start, train[0].stop) == (0, 770) and (validation[0].start,) == (800,)
-    with pytest.raises(ValueError, match="block_gap .* at least the model's context"):
+    with pytest.raises(ValueError, match=r"block_gap .* at least the model's context"):
         split_frames(
             SegmentationTrainingArguments(data_dir="x", validation="blocks", block_gap=10),
             sessions,
