@@ -54,8 +54,9 @@ class Session:
         return int(self.features.shape[0])
 
 
-def _interpolate(values: np.ndarray, path: Path, names: Sequence[str]) -> int:
-    """Fill NaNs in place column by column; returns how many values were filled."""
+def interpolate_missing(values: np.ndarray, path: Path, names: Sequence[str]) -> int:
+    """Fill NaNs in place column by column (linear, nearest value at the ends); returns how
+    many values were filled. `path` and `names` name the file and columns in errors."""
     missing = np.isnan(values)
     for column in np.flatnonzero(missing.any(axis=0)):
         good = ~missing[:, column]
@@ -124,7 +125,7 @@ def read_marker_csv(
         names += [f"{marker}_x", f"{marker}_y"]
     values = np.concatenate(columns, axis=1)  # (T, 2M)
     nan_values = int(np.isnan(values).sum())
-    _interpolate(values, path, names)
+    interpolate_missing(values, path, names)
     report = {"interpolated_values": nan_values, "low_likelihood_frames": low_likelihood}
     return values, names, report
 
@@ -139,7 +140,7 @@ def read_feature_csv(path: str | Path) -> tuple[np.ndarray, list[str], dict[str,
         )
     values = _numeric(table, path)
     names = [str(c) for c in table.columns]
-    filled = _interpolate(values, path, names)
+    filled = interpolate_missing(values, path, names)
     return values, names, {"interpolated_values": filled, "low_likelihood_frames": 0}
 
 
@@ -266,6 +267,7 @@ __all__ = [
     "LABELS_DIR",
     "SegmentationDataError",
     "Session",
+    "interpolate_missing",
     "list_sessions",
     "load_session",
     "load_sessions",
