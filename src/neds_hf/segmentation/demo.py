@@ -47,6 +47,8 @@ def _train_and_predict(
         data_dir=str(out / "data"),
         output_dir=str(out / "models" / name),
         num_epochs=epochs,
+        chunk_length=250,
+        batch_size=4,
         seed=seed,
         anneal_start_epoch=epochs // 4,
         anneal_end_epoch=epochs // 2,

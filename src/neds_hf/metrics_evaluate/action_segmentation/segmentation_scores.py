@@ -135,6 +135,7 @@ def segment_counts(true: Any, pred: Any, threshold: float, background: int = 0) 
 
 def f1_from_counts(tp: int, fp: int, fn: int) -> float:
     """Segmental F1 in percent from summed counts (100 when there is nothing on either side)."""
+    tp, fp, fn = int(tp), int(fp), int(fn)
     if tp + fp + fn == 0:
         return 100.0
     precision = tp / (tp + fp) if tp + fp else 0.0
