@@ -133,3 +133,11 @@ def test_training_keeps_best_and_final_and_resumes_exactly(corpus, tmp_path):
         train_segmentation(
             tiny_args(corpus, tmp_path / "resumed", hidden_size=4, resume_from_checkpoint="latest")
         )
+
+
+def test_example_config_parses():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples/configs/segment_synthetic.yaml"
+    args = parse_segmentation_args(["--config", str(path)])
+    assert args.head == "dtcn" and args.use_velocity and args.data_dir.endswith("segment_synthetic")
