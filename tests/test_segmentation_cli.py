@@ -2,6 +2,7 @@
 evaluate chain, baselines and the demo report (tiny settings)."""
 
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -153,3 +154,64 @@ def test_demo_writes_report_ethogram_and_model_card(tmp_path):
     assert (tmp_path / "demo" / "ethogram.png").stat().st_size > 1000
     card = (tmp_path / "demo" / "models" / "tcn_velocity" / "best" / "README.md").read_text()
     assert "model-index" in card and "macro F1" in card and "synthetic" in card
+
+
+def test_push_renders_the_card_for_the_repo_and_uploads_the_folder(tmp_path, monkeypatch):
+    from neds_hf.segmentation import card
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    main(
+        [
+            "segment",
+            "make-synthetic",
+            "--output",
+            str(data),
+            "--frames",
+            "300",
+            "--train-sessions",
+            "2",
+            "--test-sessions",
+            "1",
+            "--labelled-fraction",
+            "0.3",
+        ]
+    )
+    main(
+        [
+            "segment",
+            "train",
+            "--data_dir",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--num_epochs",
+            "1",
+            "--hidden_size",
+            "4",
+            "--report_to",
+            "none",
+            "--disable_progress_bar",
+            "true",
+        ]
+    )
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id))
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return "commit"
+
+    monkeypatch.setattr(card, "HfApi", FakeApi)
+    assert main(["segment", "push", str(out / "best"), "lab/segmenter"]) == 0
+    readme = (out / "best" / "README.md").read_text()
+    assert "lab/segmenter" in readme and "model-index" in readme and "macro F1" in readme
+    assert calls[0] == ("create", "lab/segmenter")
+    assert {"model.safetensors", "preprocessor_config.json", "README.md"} <= set(calls[1][2])
+    with pytest.raises(ValueError, match="org/name"):
+        card.push_segmentation_model(out / "best", "no-slash")

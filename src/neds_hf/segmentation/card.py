@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -95,14 +97,56 @@ def render_segmentation_card(
 def push_segmentation_model(
     model_dir: str | Path, repo_id: str, token: str | None = None, private: bool = False
 ) -> Any:
-    """Upload a saved segmentation model folder (weights, code, pipeline, card) to the Hub."""
+    """Upload a saved segmentation model folder (weights, code, pipeline, card) to the Hub.
+
+    The card is re-rendered for `repo_id` from the folder's `validation_scores.json` and
+    `training_args.yaml` (model-index with macro F1); nothing is sent when a file is missing.
+    """
+    from .inference import load_model
+
     model_dir = Path(model_dir)
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+    needed = ("config.json", "model.safetensors", "preprocessor_config.json")
+    for name in (*needed, "validation_scores.json", "training_args.yaml"):
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir}: {name} is missing; nothing was uploaded")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    model, extractor = load_model(model_dir)
+    scores = json.loads((model_dir / "validation_scores.json").read_text())
+    training = yaml.safe_load((model_dir / "training_args.yaml").read_text())
+    card = render_segmentation_card(
+        model,
+        extractor,
+        repo_id,
+        eval_results_for_card(scores, Path(str(training.get("data_dir"))).name, "validation"),
+        training,
+        synthetic_data="synthetic" in str(training.get("data_dir")),
+    )
+    card.save(model_dir / "README.md")
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     return api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), repo_type="model")
 
 
-__all__ = ["eval_results_for_card", "push_segmentation_model", "render_segmentation_card"]
+def add_push_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``neds-hf segment push``."""
+    parser.add_argument("model", help="model folder (OUTPUT/best or OUTPUT/final of train)")
+    parser.add_argument("repo_id", help="Hub model repository, org/name")
+    parser.add_argument("--private", action="store_true")
+    return parser
+
+
+def run_push(args: argparse.Namespace) -> int:
+    """Run ``neds-hf segment push``."""
+    info = push_segmentation_model(args.model, args.repo_id, private=args.private)
+    print(f"uploaded {args.model} to {args.repo_id}: {getattr(info, 'commit_url', info)}")
+    return 0
+
+
+__all__ = [
+    "add_push_arguments",
+    "eval_results_for_card",
+    "push_segmentation_model",
+    "render_segmentation_card",
+    "run_push",
+]

@@ -40,6 +40,13 @@ SEGMENT_COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "Score prediction files against label files: macro F1, accuracy, edit, F1@k per "
         "session and averaged (printed; JSON and Markdown with --output).",
     ),
+    "push": (
+        "card",
+        "add_push_arguments",
+        "run_push",
+        "Upload a trained model folder to the Hub with its card (model-index: macro F1, "
+        "accuracy, edit, F1@50 on validation).",
+    ),
     "demo": (
         "demo",
         "add_demo_arguments",
