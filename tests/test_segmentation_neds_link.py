@@ -11,8 +11,10 @@ from neds_hf.segmentation.neds_link import (
     add_action_modality,
     bin_frame_labels,
     load_ibl_pose_session,
+    write_feature_folder,
     write_synthetic_ibl_pose,
 )
+from neds_hf.segmentation.readers import load_session
 from neds_hf.segmentation.synthetic import SYNTHETIC_ACTIONS
 
 CLASSES = ["background", *SYNTHETIC_ACTIONS]
@@ -42,6 +44,10 @@ def test_synthetic_pose_file_reads_back_with_wheel_velocity(ibl_session):
     np.testing.assert_allclose(session.features[:, -1], 2.0, rtol=1e-6)
     assert session.report["low_likelihood_frames"] > 0  # dropouts were interpolated
     assert times[0] == 5.0
+    (path,) = write_feature_folder([session], ibl_session / "segmentation")
+    back = load_session(ibl_session / "segmentation", session.session_id, input_dir="features")
+    assert back.feature_names == session.feature_names
+    np.testing.assert_allclose(back.features, session.features)
 
 
 def test_bins_take_the_label_of_the_nearest_frame():

@@ -117,6 +117,22 @@ def load_ibl_pose_session(
     return Session(session_path.name, values, names, report=report), times
 
 
+def write_feature_folder(sessions: Sequence[Session], data_dir: str | Path) -> list[Path]:
+    """Write sessions as ``data_dir/features/<session>.csv`` (the folder layout of
+    :mod:`readers`), e.g. IBL pose + wheel features for ``neds-hf segment predict
+    --input-dir features``. Existing files of other sessions are kept."""
+    folder = Path(data_dir) / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for session in sessions:
+        table = pd.DataFrame(session.features, columns=session.feature_names)
+        table.index.name = "frame"
+        path = folder / f"{session.session_id}.csv"
+        table.to_csv(path)
+        paths.append(path)
+    return paths
+
+
 def bin_frame_labels(
     frame_times: np.ndarray,
     frame_labels: np.ndarray,
@@ -186,5 +202,6 @@ __all__ = [
     "add_action_modality",
     "bin_frame_labels",
     "load_ibl_pose_session",
+    "write_feature_folder",
     "write_synthetic_ibl_pose",
 ]
