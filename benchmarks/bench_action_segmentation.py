@@ -7,13 +7,13 @@ Not a test: it trains several models and takes minutes. Two experiments:
   4 lags, velocity + z-score, Adam, chunks of 500, batch 8), trains neds_hf and
   lightning-action 1.1.0 and prints one table scored by neds_hf's metrics for both: macro F1,
   accuracy, edit, F1@k on the test sessions, training wall time, inference frames/s.
-  lightning-action runs in its own virtualenv created here (``--venv``): the wheel is
-  installed without its dependencies (its metadata requires a GPU-only video loader), with
-  ``lightning``, ``torchmetrics`` and ``jaxtyping``, and torch / numpy / pandas come from this
-  interpreter through a ``.pth`` file; its video model module is replaced by a stub before
-  import, so the video back-ends never load. Both its best-validation-loss checkpoint (what its
-  ``predict`` picks) and its final model are scored; its rows past the last full sequence
-  (no prediction) count as wrong.
+  lightning-action runs in its own virtualenv created here (``--venv``, by default inside
+  ``--output``): the wheel is installed without its dependencies (its metadata requires a
+  GPU-only video loader), with ``lightning``, ``torchmetrics`` and ``jaxtyping``; torch,
+  numpy and pandas come from this interpreter through a ``.pth`` file; its video model module
+  is replaced by a stub before import, so the video back-ends never load. Both its
+  best-validation-loss checkpoint (what its ``predict`` picks) and its final model are scored;
+  its rows past the last full sequence (no prediction) count as wrong.
 * ``semi``: position-only features, ~1 % of frames labelled; a supervised TCN against
   pseudo-labels, a next-step loss and both.
 
@@ -256,9 +256,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--frames", type=int, default=12000, help="frames per session")
-    parser.add_argument("--venv", type=Path, default=Path(".venv-lightning-action"))
+    parser.add_argument(
+        "--venv", type=Path, default=None, help="default: OUTPUT/.venv-lightning-action"
+    )
     parser.add_argument("--skip-lightning-action", action="store_true")
     args = parser.parse_args()
+    args.venv = args.venv or args.output / ".venv-lightning-action"
     rows = compare(args) if args.experiment == "compare" else semi(args)
     table = markdown_table(rows)
     extra = "\n".join(
