@@ -71,6 +71,11 @@ LA_RUNNER = textwrap.dedent(
     model.predict(data_path=data, input_dir="markers", output_dir=output + "/pred_final",
                   expt_ids=json.loads(test))
     predict_seconds = time.perf_counter() - start
+    # its reload doubles the velocity-doubled input size again: put the raw size back first
+    import yaml
+    saved = yaml.safe_load(open(output + "/config.yaml"))
+    saved["model"]["input_size"] = config["model"]["input_size"]
+    yaml.safe_dump(saved, open(output + "/config.yaml", "w"))
     best = Model.from_dir(output)
     best.predict(data_path=data, input_dir="markers", output_dir=output + "/pred_best",
                  expt_ids=json.loads(test))
