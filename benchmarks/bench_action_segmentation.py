@@ -63,6 +63,7 @@ LA_RUNNER = textwrap.dedent(
     from lightning_action.api.model import Model
     config, output, data, test, epochs, seed = sys.argv[1:7]
     config = json.loads(config)
+    raw_input_size = config["model"]["input_size"]  # from_config doubles it in place
     start = time.perf_counter()
     model = Model.from_config(config)
     model.train(output_dir=output, post_inference=False)
@@ -74,7 +75,7 @@ LA_RUNNER = textwrap.dedent(
     # its reload doubles the velocity-doubled input size again: put the raw size back first
     import yaml
     saved = yaml.safe_load(open(output + "/config.yaml"))
-    saved["model"]["input_size"] = config["model"]["input_size"]
+    saved["model"]["input_size"] = raw_input_size
     yaml.safe_dump(saved, open(output + "/config.yaml", "w"))
     best = Model.from_dir(output)
     best.predict(data_path=data, input_dir="markers", output_dir=output + "/pred_best",
