@@ -118,7 +118,10 @@ def test_training_keeps_best_and_final_and_resumes_exactly(corpus, tmp_path):
     assert saved["class_weights"][0] == 0.0 and max(saved["class_weights"]) > 1.0
     best_scores = json.loads((tmp_path / "full" / "best" / "validation_scores.json").read_text())
     assert best_scores["epoch"] == full["best_epoch"]
-    assert best_scores["macro_f1"] == max(h["macro_f1"] for h in full["history"])
+    top = max(h["macro_f1"] for h in full["history"])
+    assert best_scores["macro_f1"] == top
+    # the later epoch wins ties (small validation sets saturate early)
+    assert full["best_epoch"] == max(h["epoch"] for h in full["history"] if h["macro_f1"] == top)
 
     train_segmentation(tiny_args(corpus, tmp_path / "resumed", num_epochs=2))
     assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["epoch-1", "epoch-2"]

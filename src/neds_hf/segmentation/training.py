@@ -11,7 +11,8 @@ Rules, each in one place:
   (``validation: blocks``); never interleaved chunks;
 * checkpoints: ``OUTPUT/checkpoints/epoch-N`` (Accelerate state, loaded with
   ``weights_only``) for exact resume at an epoch boundary; ``OUTPUT/best`` (highest validation
-  macro F1) and ``OUTPUT/final`` are complete model folders with feature pipeline and card.
+  macro F1, the later epoch on ties: small validation sets saturate early) and ``OUTPUT/final``
+  are complete model folders with feature pipeline and card.
 """
 
 from __future__ import annotations
@@ -488,7 +489,7 @@ def train_segmentation(args: SegmentationTrainingArguments) -> dict[str, Any]:
             if (
                 accelerator.is_main_process
                 and scores.get("macro_f1") is not None
-                and (best is None or scores["macro_f1"] > best)
+                and (best is None or scores["macro_f1"] >= best)
             ):
                 state["best_macro_f1"], state["best_epoch"] = scores["macro_f1"], epoch + 1
                 save_model_folder(output_dir / "best", unwrapped, extractor, args, record)
