@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 CONFIG_DIR = EXAMPLES / "configs"
 ACCELERATE_DIR = EXAMPLES / "accelerate"
-CONFIG_FILES = sorted(CONFIG_DIR.glob("*.yaml"))
+# segment_*.yaml are action segmentation configs (tests/test_segmentation_training.py)
+CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("segment_"))
 
 #: Transformer-block parameters per layer of the reference NEDS (hidden 256, MLP 512; neds.md
 #: §2.5) and of the MtM NDT1 (hidden 512, MLP 1024; mtm.md §2.1).

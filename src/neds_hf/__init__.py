@@ -35,3 +35,18 @@ __all__ = [
     "NedsPreTrainedModel",
     "__version__",
 ]
+
+# action segmentation model type (per-frame behaviour classes)
+from transformers import AutoFeatureExtractor  # noqa: E402
+
+from .segmentation import (  # noqa: E402
+    ActionSegmentationConfig,
+    ActionSegmentationFeatureExtractor,
+    ActionSegmentationModel,
+)
+
+AutoConfig.register("action_segmentation", ActionSegmentationConfig, exist_ok=True)
+AutoModel.register(ActionSegmentationConfig, ActionSegmentationModel, exist_ok=True)
+AutoFeatureExtractor.register(
+    ActionSegmentationConfig, ActionSegmentationFeatureExtractor, exist_ok=True
+)

@@ -63,6 +63,12 @@ TRAINING_COMMANDS = {
 }
 
 
+SEGMENT_HELP = (
+    "Action segmentation of behaviour videos (per-frame classes from pose): "
+    "make-synthetic | prepare | train | predict | evaluate | demo."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neds-hf`` console script.
 
@@ -78,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     """Run the subcommand named by `argv[0]` with the rest of `argv`."""
+    if argv and argv[0] == "segment":
+        from .segmentation.cli import main as segment_main
+
+        return segment_main(argv[1:])
     if argv and argv[0] in TRAINING_COMMANDS:
         from .training import main as training_main
 
@@ -90,6 +100,7 @@ def _dispatch(argv: list[str]) -> int:
             f"  {name:<15} {text[1] if isinstance(text, tuple) and len(text) == 2 else text[3]}"
             for name, text in {**TRAINING_COMMANDS, **COMMANDS}.items()
         ]
+        lines.append(f"  {'segment':<15} {SEGMENT_HELP}")
         message = "usage: neds-hf COMMAND [options]\n\ncommands:\n" + "\n".join(lines) + "\n"
         if not argv or argv[0] in ("-h", "--help"):
             print(message)

@@ -1,0 +1,179 @@
+"""Action segmentation model: heads, loss, receptive field, save/load, Auto classes, remote code."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+from neds_hf.segmentation import (
+    ActionSegmentationConfig,
+    ActionSegmentationFeatureExtractor,
+    ActionSegmentationModel,
+)
+from neds_hf.segmentation.modeling_segmentation import weighted_cross_entropy
+
+CLASSES = ["background", "still", "walk", "groom"]
+
+
+def tiny_config(**kwargs):
+    defaults = {"num_features": 6, "class_names": CLASSES, "hidden_size": 8}
+    defaults.update(kwargs)
+    return ActionSegmentationConfig(**defaults)
+
+
+@pytest.mark.parametrize("head", ["dtcn", "temporal_mlp", "gru", "lstm"])
+def test_every_head_gives_per_frame_logits(head):
+    torch.manual_seed(0)
+    model = ActionSegmentationModel(tiny_config(head=head)).eval()
+    out = model(torch.randn(3, 37, 6))
+    assert out.logits.shape == (3, 37, 4) and out.hidden_states.shape == (3, 37, 8)
+
+
+def test_default_config_is_the_reference_tcn():
+    config = ActionSegmentationConfig()
+    assert (config.head, config.hidden_size, config.num_layers, config.num_lags) == (
+        "dtcn",
+        32,
+        2,
+        4,
+    )
+    assert config.dropout == 0.1 and config.activation == "leaky_relu"
+    assert config.context_frames == 24  # 2*4*1 + 2*4*2
+
+
+def test_dtcn_receptive_field_is_context_frames():
+    torch.manual_seed(1)
+    config = tiny_config()
+    model = ActionSegmentationModel(config).eval()
+    features = torch.randn(1, 101, 6)
+    centre, reach = 50, config.context_frames
+    base = model(features).logits[0, centre]
+    inside, outside = features.clone(), features.clone()
+    inside[0, centre + reach] += 5.0
+    outside[0, centre + reach + 1] += 5.0
+    assert not torch.allclose(model(inside).logits[0, centre], base)
+    assert torch.equal(model(outside).logits[0, centre], base)
+
+
+def test_bad_configs_are_clear_errors():
+    with pytest.raises(ValueError, match="start with 'background'"):
+        tiny_config(class_names=["still", "walk"])
+    with pytest.raises(ValueError, match="head must be one of"):
+        tiny_config(head="transformer")
+    with pytest.raises(ValueError, match="class_weights has 2 entries"):
+        tiny_config(class_weights=[0.0, 1.0])
+
+
+def test_loss_uses_only_labelled_frames_with_class_weights():
+    logits = torch.randn(1, 5, 3, requires_grad=True)
+    labels = torch.tensor([[0, 1, 2, -100, 2]])
+    weights = torch.tensor([0.0, 3.0, 1.0])
+    loss = weighted_cross_entropy(logits, labels, weights)
+    nll = -torch.log_softmax(logits[0], -1)
+    expected = (3 * nll[1, 1] + nll[2, 2] + nll[4, 2]) / 5.0
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert logits.grad[0, 0].abs().sum() == 0 and logits.grad[0, 3].abs().sum() == 0
+
+
+def test_all_unlabelled_batch_gives_zero_loss_not_nan():
+    model = ActionSegmentationModel(tiny_config(next_step_weight=0.0))
+    out = model(torch.randn(2, 20, 6), labels=torch.zeros(2, 20, dtype=torch.long))
+    assert out.loss.item() == 0.0 and not torch.isnan(out.loss)
+    out.loss.backward()  # still a valid graph
+
+
+def test_next_step_loss_uses_unlabelled_frames():
+    torch.manual_seed(2)
+    model = ActionSegmentationModel(tiny_config(next_step_weight=1.0))
+    out = model(torch.randn(2, 20, 6), labels=torch.zeros(2, 20, dtype=torch.long))
+    assert out.losses["next_step"] > 0 and out.loss > 0
+    assert out.next_step_predictions.shape == (2, 20, 6)
+
+
+def save_model_and_extractor(path):
+    torch.manual_seed(3)
+    config = tiny_config(class_weights=[0.0, 1.0, 2.0, 1.5])
+    model = ActionSegmentationModel(config).eval()
+    extractor = ActionSegmentationFeatureExtractor(
+        feature_names=["a_x", "a_y", "b_x"], use_velocity=True, context_frames=24
+    )
+    model.save_pretrained(path)
+    extractor.save_pretrained(path)
+    return model, extractor
+
+
+def test_save_load_round_trip_and_auto_classes(tmp_path):
+    model, extractor = save_model_and_extractor(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert {"configuration_segmentation.py", "modeling_segmentation.py"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "action_segmentation"
+    assert saved["class_names"] == CLASSES and saved["class_weights"] == [0.0, 1.0, 2.0, 1.5]
+    raw = np.random.default_rng(0).normal(size=(40, 3))
+    features = torch.from_numpy(extractor(raw)["features"])
+    expected = model(features).logits
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), ActionSegmentationConfig)
+    for loader in (ActionSegmentationModel.from_pretrained, AutoModel.from_pretrained):
+        loaded = loader(tmp_path)
+        assert isinstance(loaded, ActionSegmentationModel) and not loaded.training
+        assert torch.equal(loaded(features).logits, expected)
+
+
+def test_trust_remote_code_load_without_neds_hf(tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    model, extractor = save_model_and_extractor(checkpoint)
+    raw = np.random.default_rng(1).normal(size=(30, 3))
+    np.save(tmp_path / "raw.npy", raw)
+    expected = model(torch.from_numpy(extractor(raw)["features"])).logits
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, torch
+        from transformers import AutoFeatureExtractor, AutoModel
+        path = {str(checkpoint)!r}
+        model = AutoModel.from_pretrained(path, trust_remote_code=True)
+        extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
+        assert "neds_hf" not in sys.modules, "neds_hf was imported"
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        features = extractor(np.load({str(tmp_path / "raw.npy")!r}), return_tensors="pt")
+        out = model(features["features"]).logits
+        assert torch.equal(out, torch.load({str(tmp_path / "expected.pt")!r}))
+        print("REMOTE-CODE-OK")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nsys.path[:] = [p for p in sys.path if 'neds_hf' not in p and "
+        f"not p.endswith('src') and p != {str(Path(__file__).resolve().parents[1])!r}]\n"
+        "import importlib.abc\n"
+        "class _Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'neds_hf' or name.startswith('neds_hf.'):\n"
+        "            raise ImportError('neds_hf is blocked in this process')\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
+    env["PYTHONPATH"] = str(blocker)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=blocker,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE-CODE-OK" in result.stdout
+    assert isinstance(
+        AutoFeatureExtractor.from_pretrained(checkpoint), ActionSegmentationFeatureExtractor
+    )
