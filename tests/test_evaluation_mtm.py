@@ -19,7 +19,7 @@ from neds_hf.evaluation import (
     predict_mtm_task,
     report_to_eval_results,
 )
-from neds_hf.hub import to_eval_results
+from neds_hf.hub import load_eval_results, to_eval_results
 from neds_hf.masking import (
     FORWARD_PREDICTION_BINS,
     MTM_EVAL_TASKS,
@@ -382,6 +382,10 @@ def test_evaluate_command_runs_the_mtm_tasks(models, synthetic_corpus, tmp_path,
         for session_id, count in models["mtm"].config.sessions.items()
     }
     assert "intra-region" in (tmp_path / "eval" / "evaluation.md").read_text()
+    # the saved report feeds the card's model-index as it is (neds-hf push --eval-results)
+    entries = load_eval_results(tmp_path / "eval" / "evaluation.json")
+    assert {e["metric_type"] for e in entries} == set(saved["average"])
+    assert {e["dataset_name"] for e in entries} == {str(synthetic_corpus["dataset_dir"])}
 
 
 def test_evaluate_command_rejects_a_bad_cap(models, synthetic_corpus, tmp_path, capsys):

@@ -127,6 +127,9 @@ class EvaluationReport:
     region_probe: dict[str, Any] | None = None
     #: ``{session_id: [neuron, ...]}`` left out one at a time by co-smoothing / intra-region.
     heldout_neurons: dict[str, list[int]] | None = None
+    #: The evaluated dataset (folder or Hub id), when known: then ``to_dict`` also carries the
+    #: card's ``eval_results``, so ``neds-hf push --eval-results evaluation.json`` reads them.
+    dataset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -139,6 +142,9 @@ class EvaluationReport:
         }
         if self.heldout_neurons is not None:
             payload["heldout_neurons"] = self.heldout_neurons
+        if self.dataset is not None:
+            payload["dataset"] = self.dataset
+            payload["eval_results"] = report_to_eval_results(self, self.dataset)
         return payload
 
     def to_markdown(self) -> str:
@@ -774,6 +780,7 @@ def evaluate_model(
         seed=seed,
         condition_fields=condition_fields,
     )
+    report.dataset = str(dataset)
     if region_probe_levels:
         from .data.load import load_neurons
 
