@@ -348,7 +348,9 @@ def predict_mtm_task(
             trial_rows = torch.tensor([pair % num_trials for pair in pairs])  # (B,)
             masks = heldout_masks(config, [sets[pair // num_trials] for pair in pairs], num_neurons)
             batch = {name: value[trial_rows] for name, value in inputs.items()}
-            batch.update(spike_mask=masks.spike_mask, causal_attention=masks.causal_attention)
+            batch["spike_mask"] = masks.spike_mask
+            if masks.causal_attention.any():  # forward prediction of a causally trained model
+                batch["causal_attention"] = masks.causal_attention
             if config.behavior_modalities:
                 batch["behavior_mask"] = masks.behavior_mask
             if prompt is not None:
