@@ -7,7 +7,17 @@ Protocols (fixed masks, dropout off):
 * **decoding**: every behaviour hidden, spikes shown -> R² (flattened trials x bins, and PSTH
   R² over (choice, block) conditions) for continuous behaviours, accuracy and balanced
   accuracy for categorical ones;
-* **encoding:<behaviour>**: spikes hidden, only that behaviour shown -> bits per spike.
+* **encoding:<behaviour>**: spikes hidden, only that behaviour shown -> bits per spike;
+* the MtM spike-prediction tasks (``masking.MTM_EVAL_TASKS``): **co_smoothing** (each
+  held-out neuron predicted from all the others), **forward_prediction** (the last 10 bins
+  from the earlier ones), **inter_region** (every neuron of a region from the other regions)
+  and **intra_region** (each held-out neuron from the other neurons of its region, other
+  regions hidden) -> ``<task>_bps`` / ``<task>_bps_pooled`` (both bits-per-spike
+  conventions), ``<task>_r2_psth`` (condition-averaged) and ``<task>_r2_trial`` (per trial), over
+  the scored entries only. Behaviour stays visible (multimodal models) except in the forecast
+  bins. Leave-one-neuron-out runs ``trials x held-out neurons`` samples in batches of
+  ``batch_size`` (several neurons per forward pass); ``max_heldout_neurons`` caps the neurons
+  with a seeded choice per session.
 
 Scores are computed per session and averaged over sessions. The headline ``avg`` score is the
 mean of the encoding bits per spike, every decoding R² and every balanced accuracy, which is
@@ -19,6 +29,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +40,7 @@ import torch
 
 from .collator import DataCollatorForNedsMasking
 from .configuration_neds import BEHAVIOR_NORMALIZATIONS
+from .masking import MTM_EVAL_TASKS, HeldOutSet, heldout_masks, mtm_heldout_sets
 from .metrics import accuracy as accuracy_score
 from .metrics import (
     balanced_accuracy,
@@ -43,6 +55,8 @@ from .report import evaluation_markdown, metric_display_name, write_json, write_
 
 __all__ = [
     "DEFAULT_REGION_LEVELS",
+    "MTM_TASK_METRICS",
+    "PROTOCOLS",
     "PROTOCOL_DECODING",
     "PROTOCOL_ENCODING",
     "EvaluationReport",
@@ -52,10 +66,14 @@ __all__ = [
     "average_score",
     "card_metric",
     "check_finite_trials",
+    "choose_heldout_neurons",
+    "conditions_from_fields",
     "denormalize_behavior",
     "evaluate_model",
     "evaluate_trials",
+    "mtm_task_scores",
     "neuron_embeddings",
+    "predict_mtm_task",
     "predict_session",
     "report_to_eval_results",
     "run_evaluate",
@@ -66,12 +84,23 @@ __all__ = [
 
 PROTOCOL_ENCODING = "encoding"
 PROTOCOL_DECODING = "decoding"
+#: Every protocol ``evaluate --protocols`` accepts (``mtm`` stands for the four MtM tasks).
+PROTOCOLS = (PROTOCOL_ENCODING, PROTOCOL_DECODING, *MTM_EVAL_TASKS)
+#: Metric suffixes of every MtM task (``<task>_<suffix>``).
+MTM_TASK_METRICS = ("bps", "bps_pooled", "r2_psth", "r2_trial")
 #: Region levels of the neurons table probed by ``neds-hf evaluate --region-probe``.
 DEFAULT_REGION_LEVELS = ("region_beryl", "region_cosmos")
 #: Model-card task of each metric family: (task type, task name).
 ENCODING_TASK = ("neural-encoding", "Neural encoding (behaviour to spikes)")
 DECODING_TASK = ("neural-decoding", "Neural decoding (spikes to behaviour)")
 AVERAGE_TASK = ("neural-encoding-decoding", "Mean of encoding and decoding scores")
+#: Model-card task of each MtM spike-prediction task.
+MTM_CARD_TASKS = {
+    "co_smoothing": ("spike-co-smoothing", "Co-smoothing (leave-one-neuron-out)"),
+    "forward_prediction": ("spike-forward-prediction", "Forward prediction (last 10 bins)"),
+    "inter_region": ("spike-inter-region", "Inter-region spike prediction"),
+    "intra_region": ("spike-intra-region", "Intra-region spike prediction"),
+}
 
 
 @dataclass
@@ -96,16 +125,27 @@ class EvaluationReport:
     protocols: list[str]
     split: str
     region_probe: dict[str, Any] | None = None
+    #: ``{session_id: [neuron, ...]}`` left out one at a time by co-smoothing / intra-region.
+    heldout_neurons: dict[str, list[int]] | None = None
+    #: The evaluated dataset (folder or Hub id), when known: then ``to_dict`` also carries the
+    #: card's ``eval_results``, so ``neds-hf push --eval-results evaluation.json`` reads them.
+    dataset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {
+        payload = {
             "split": self.split,
             "protocols": self.protocols,
             "average": self.average,
             "per_session": self.per_session,
             "region_probe": self.region_probe,
         }
+        if self.heldout_neurons is not None:
+            payload["heldout_neurons"] = self.heldout_neurons
+        if self.dataset is not None:
+            payload["dataset"] = self.dataset
+            payload["eval_results"] = report_to_eval_results(self, self.dataset)
+        return payload
 
     def to_markdown(self) -> str:
         """A Markdown table: one row per session plus the average (and the region probe)."""
@@ -254,6 +294,150 @@ def _decoding_scores(
     }
 
 
+def choose_heldout_neurons(
+    session_id: str, num_neurons: int, max_heldout_neurons: int | None, seed: int = 0
+) -> list[int]:
+    """The neurons co-smoothing and intra-region leave out one at a time: all of them, or a
+    seeded choice of `max_heldout_neurons` (the same for a given seed and session id)."""
+    if max_heldout_neurons is None or max_heldout_neurons >= num_neurons:
+        return list(range(num_neurons))
+    if max_heldout_neurons < 1:
+        raise ValueError(f"max_heldout_neurons must be >= 1, got {max_heldout_neurons}")
+    rng = np.random.default_rng([seed, zlib.crc32(session_id.encode())])
+    return sorted(int(n) for n in rng.choice(num_neurons, max_heldout_neurons, replace=False))
+
+
+@torch.no_grad()
+def predict_mtm_task(
+    model: NedsForMaskedModeling,
+    trials: Sequence[Mapping[str, Any]],
+    task: str,
+    *,
+    neuron_regions: Sequence[str] | None = None,
+    heldout_neurons: Sequence[int] | None = None,
+    normalization: Mapping[str, Any] | None = None,
+    normalization_method: str | None = None,
+    batch_size: int = 64,
+) -> tuple[SessionPredictions, np.ndarray]:
+    """Run one MtM task over the trials of ONE session.
+
+    Every (trial, held-out set) pair is one sample; samples run in batches of `batch_size`, so a
+    forward pass covers several held-out neurons. Returns the predictions, whose rates are NaN
+    outside the scored entries, and the scored mask ``(T, N)``.
+    """
+    config = model.config
+    sets = _heldout_sets(config, trials, task, neuron_regions, heldout_neurons)
+    prompt = _task_prompt_row(config, task)
+    collator = DataCollatorForNedsMasking(
+        config,
+        eval_protocol=PROTOCOL_ENCODING,
+        normalization=normalization,
+        normalization_method=normalization_method,
+    )
+    inputs = collator(list(trials))
+    for name in ("spike_mask", "spike_target_mask", "behavior_mask"):
+        inputs.pop(name, None)
+    spikes = inputs["spikes"].numpy()  # (R, T, N)
+    num_trials, num_neurons = spikes.shape[0], spikes.shape[-1]
+    rates = np.full(spikes.shape, np.nan)  # (R, T, N)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, num_trials * len(sets), batch_size):
+            pairs = range(start, min(start + batch_size, num_trials * len(sets)))
+            trial_rows = torch.tensor([pair % num_trials for pair in pairs])  # (B,)
+            masks = heldout_masks(config, [sets[pair // num_trials] for pair in pairs], num_neurons)
+            batch = {name: value[trial_rows] for name, value in inputs.items()}
+            batch["spike_mask"] = masks.spike_mask
+            if masks.causal_attention.any():  # forward prediction of a causally trained model
+                batch["causal_attention"] = masks.causal_attention
+            if config.behavior_modalities:
+                batch["behavior_mask"] = masks.behavior_mask
+            if prompt is not None:
+                batch["prompt_index"] = torch.full((len(pairs),), prompt, dtype=torch.long)
+            batch = {name: value.to(model.device) for name, value in batch.items()}
+            predicted = model(**batch).spike_log_rates.float().exp().cpu().numpy()  # (B, T, N)
+            scored = masks.spike_target_mask.numpy()  # (B, T, N)
+            for sample, trial in enumerate(trial_rows.tolist()):
+                rates[trial][scored[sample]] = predicted[sample][scored[sample]]
+    finally:
+        model.train(was_training)
+    scored_mask = heldout_masks(config, sets, num_neurons).spike_target_mask.any(0).numpy()
+    session_id = str(trials[0]["session_id"])
+    return SessionPredictions(session_id, spikes=spikes, rates=rates), scored_mask
+
+
+def _heldout_sets(
+    config: Any,
+    trials: Sequence[Mapping[str, Any]],
+    task: str,
+    neuron_regions: Sequence[str] | None,
+    heldout_neurons: Sequence[int] | None,
+) -> list[HeldOutSet]:
+    """The held-out sets of `task` for the (one) session of `trials`."""
+    if not trials:
+        raise ValueError(f"{task}: needs at least one trial")
+    session_ids = sorted({str(trial["session_id"]) for trial in trials})
+    if len(session_ids) != 1:
+        raise ValueError(f"{task}: expects trials of one session, got {session_ids}")
+    session_id = session_ids[0]
+    if session_id not in config.sessions:
+        raise ValueError(f"the model does not know session {session_id!r}")
+    if neuron_regions is None and "neuron_regions" in trials[0]:
+        neuron_regions = list(trials[0]["neuron_regions"])
+    try:
+        return mtm_heldout_sets(
+            task,
+            config.sessions[session_id],
+            config.num_time_bins,
+            neuron_regions,
+            heldout_neurons,
+        )
+    except ValueError as error:
+        raise ValueError(f"session {session_id}: {error}") from None
+
+
+def _task_prompt_row(config: Any, task: str) -> int | None:
+    """Row of the task's prompt in `config.prompt_schemes` (None without prompts)."""
+    if not config.use_prompt:
+        return None
+    scheme = MTM_EVAL_TASKS[task]
+    if scheme not in config.prompt_schemes:
+        raise ValueError(
+            f"task {task!r} runs with the {scheme!r} prompt, which the model lacks "
+            f"(config.prompt_schemes = {config.prompt_schemes})"
+        )
+    return config.prompt_schemes.index(scheme)
+
+
+def mtm_task_scores(
+    task: str,
+    predictions: SessionPredictions,
+    scored_mask: np.ndarray,
+    conditions: np.ndarray | None = None,
+) -> dict[str, float]:
+    """``<task>_bps`` / ``_bps_pooled`` / ``_r2_psth`` / ``_r2_trial`` over the scored entries.
+
+    The scored entries of a task form a block of bins x neurons (`scored_mask` ``(T, N)``);
+    bits per spike use both conventions of ``metrics.encoding_scores``; the R² are the mean
+    over scored neurons of each neuron's R² on trials x bins (``_r2_trial``) and on the
+    trial averages per condition (``_r2_psth``; `conditions` ``(trials, K)``, one condition
+    when None).
+    """
+    bins = np.flatnonzero(scored_mask.any(1))
+    neurons = np.flatnonzero(scored_mask.any(0))
+    if not np.array_equal(scored_mask, np.outer(scored_mask.any(1), scored_mask.any(0))):
+        raise ValueError(f"{task}: the scored entries must form a block of bins x neurons")
+    block = np.ix_(np.arange(predictions.spikes.shape[0]), bins, neurons)
+    rates, spikes = predictions.rates[block], predictions.spikes[block]  # (R, T', N')
+    if conditions is None:
+        conditions = np.zeros(len(spikes), dtype=np.int64)
+    scores = {f"{task}_{key}": value for key, value in encoding_scores(rates, spikes).items()}
+    scores[f"{task}_r2_psth"] = r2_psth(rates, spikes, conditions)
+    scores[f"{task}_r2_trial"] = r2_flattened(rates, spikes)
+    return scores
+
+
 def average_score(scores: Mapping[str, float]) -> float:
     """Mean of bits per spike, decoding R² and balanced accuracies (NaN ignored)."""
     parts = [
@@ -291,6 +475,14 @@ def trial_conditions(config: Any, trials: Sequence[Mapping[str, Any]]) -> np.nda
         for spec in config.behavior_modalities
         if spec["kind"] == "categorical" and spec["trial_level"]
     ]
+    return conditions_from_fields(trials, names)
+
+
+def conditions_from_fields(
+    trials: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> np.ndarray | None:
+    """``(trials, K)`` integer labels of the trial-level fields `names`, or None when there are
+    none or the trials lack them."""
     if not names or not all(name in trials[0] for name in names):
         return None
     return np.array([[int(np.asarray(t[name]).reshape(-1)[0]) for name in names] for t in trials])
@@ -327,11 +519,23 @@ def evaluate_trials(
     normalization_method: str | None = None,
     batch_size: int = 64,
     split: str = "test",
+    *,
+    neuron_regions: Mapping[str, Sequence[str]] | None = None,
+    max_heldout_neurons: int | None = None,
+    seed: int = 0,
+    condition_fields: Sequence[str] | None = None,
 ) -> EvaluationReport:
-    """Evaluate a model on trial dicts (any iterable of dataset items) of one or more sessions."""
-    unknown = [p for p in protocols if p not in (PROTOCOL_ENCODING, PROTOCOL_DECODING)]
+    """Evaluate a model on trial dicts (any iterable of dataset items) of one or more sessions.
+
+    `protocols` are entries of ``PROTOCOLS``. The MtM tasks use `neuron_regions`
+    (``{session_id: [region, ...]}``, region tasks), `max_heldout_neurons` / `seed` (the
+    neurons left out one at a time, :func:`choose_heldout_neurons`) and `condition_fields`
+    (trial-level fields defining the PSTH conditions of ``<task>_r2_psth``; default: the
+    model's trial-level categorical modalities).
+    """
+    unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
-        raise ValueError(f"unknown protocols {unknown}; use 'encoding' and/or 'decoding'")
+        raise ValueError(f"unknown protocols {unknown}; known: {list(PROTOCOLS)}")
     grouped = _group_by_session(trials)
     if not grouped:
         raise ValueError(f"no trials to evaluate in split {split!r}")
@@ -339,6 +543,8 @@ def evaluate_trials(
     missing = sorted(set(grouped) - set(config.sessions))
     if missing:
         raise ValueError(f"the model does not know sessions {missing}; fine-tune it on them first")
+    for task in (p for p in protocols if p in MTM_EVAL_TASKS):
+        _task_prompt_row(config, task)  # a missing prompt fails before any work
     fields = ["spikes", *(spec["name"] for spec in config.behavior_modalities)]
     common = dict(
         normalization=normalization,
@@ -346,12 +552,14 @@ def evaluate_trials(
         batch_size=batch_size,
     )
     per_session: dict[str, dict[str, float]] = {}
+    heldout: dict[str, list[int]] = {}
     for session_id, session_trials in grouped.items():
         check_finite_trials(session_id, session_trials, fields)
         predictions = {
             protocol: predict_session(model, session_trials, protocol, **common)
             for protocol in protocols
-            if protocol == PROTOCOL_ENCODING or config.behavior_modalities
+            if protocol == PROTOCOL_ENCODING
+            or (protocol == PROTOCOL_DECODING and config.behavior_modalities)
         }
         per_behavior = None
         if per_behavior_encoding and config.behavior_modalities:
@@ -368,13 +576,35 @@ def evaluate_trials(
             per_behavior,
             trial_conditions(config, session_trials),
         )
-        scores["avg"] = average_score(scores)
+        if any(p in PROTOCOLS[:2] for p in protocols):
+            scores["avg"] = average_score(scores)
+        tasks = [p for p in protocols if p in MTM_EVAL_TASKS]
+        if tasks:
+            heldout[session_id] = choose_heldout_neurons(
+                session_id, config.sessions[session_id], max_heldout_neurons, seed
+            )
+            conditions = (
+                trial_conditions(config, session_trials)
+                if condition_fields is None
+                else conditions_from_fields(session_trials, condition_fields)
+            )
+            for task in tasks:
+                task_predictions, scored = predict_mtm_task(
+                    model,
+                    session_trials,
+                    task,
+                    neuron_regions=(neuron_regions or {}).get(session_id),
+                    heldout_neurons=heldout[session_id],
+                    **common,
+                )
+                scores.update(mtm_task_scores(task, task_predictions, scored, conditions))
         per_session[session_id] = scores
     return EvaluationReport(
         per_session=per_session,
         average=average_over_sessions(per_session),
         protocols=list(protocols),
         split=split,
+        heldout_neurons=heldout or None,
     )
 
 
@@ -428,6 +658,7 @@ def run_region_probe(
 
 #: Model-card task of a metric key, by key pattern (first match wins; ``{name}`` = modality).
 _CARD_TASKS: tuple[tuple[str, tuple[str, str]], ...] = (
+    *((rf"{task}_.+", card_task) for task, card_task in MTM_CARD_TASKS.items()),
     (r"bps(_.+)?", ENCODING_TASK),
     (r"avg", AVERAGE_TASK),
     (r".+", DECODING_TASK),
@@ -492,9 +723,17 @@ def evaluate_model(
     region_probe_levels: Sequence[str] = (),
     normalization_method: str | None = None,
     batch_size: int = 64,
+    protocols: Sequence[str] = (PROTOCOL_ENCODING, PROTOCOL_DECODING),
+    max_heldout_neurons: int | None = None,
+    seed: int = 0,
 ) -> EvaluationReport:
-    """Evaluate a model folder / Hub id on a built dataset (default: the sessions it knows)."""
-    from .data.load import load_sessions
+    """Evaluate a model folder / Hub id on a built dataset (default: the sessions it knows).
+
+    The MtM tasks among `protocols` take the neuron regions from the dataset's neurons table
+    and group trials for the spike PSTH R² by the dataset's trial-level categorical modalities,
+    so spike-only and multimodal models are scored on the same conditions.
+    """
+    from .data.load import load_modalities, load_sessions
     from .data.training_data import NedsTrialDataset
 
     model = (
@@ -524,15 +763,26 @@ def evaluate_model(
                 "different preprocessing"
             )
     trials = [data[i] for i in range(len(data))]
+    condition_fields = [
+        spec["name"]
+        for spec in load_modalities(dataset)
+        if spec["kind"] == "categorical" and spec.get("trial_level", True)
+    ]
     report = evaluate_trials(
         model,
         trials,
         normalization=data.normalization,
+        protocols=protocols,
         per_behavior_encoding=per_behavior_encoding,
         normalization_method=normalization_method,
         batch_size=batch_size,
         split=split,
+        neuron_regions=data.neuron_regions,
+        max_heldout_neurons=max_heldout_neurons,
+        seed=seed,
+        condition_fields=condition_fields,
     )
+    report.dataset = str(dataset)
     if region_probe_levels:
         from .data.load import load_neurons
 
@@ -577,6 +827,26 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         help="region columns of the neurons table probed by --region-probe "
         f"(default: {' '.join(DEFAULT_REGION_LEVELS)})",
     )
+    parser.add_argument(
+        "--protocols",
+        nargs="+",
+        default=[PROTOCOL_ENCODING, PROTOCOL_DECODING],
+        choices=[*PROTOCOLS, "mtm"],
+        metavar="PROTOCOL",
+        help=f"protocols to run, from {' '.join(PROTOCOLS)}; 'mtm' stands for the four MtM "
+        "spike-prediction tasks (default: encoding decoding)",
+    )
+    parser.add_argument(
+        "--max-heldout-neurons",
+        type=int,
+        default=None,
+        metavar="N",
+        help="co_smoothing / intra_region leave out at most N neurons per session, chosen with "
+        "--seed (default: every neuron; cost: trials x neurons samples per task)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the --max-heldout-neurons choice"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
         "--output", default=None, help="folder for evaluation.json and evaluation.md"
@@ -594,6 +864,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.max_heldout_neurons is not None and args.max_heldout_neurons < 1:
+        print(
+            "neds-hf evaluate: error: --max-heldout-neurons must be >= 1, got "
+            f"{args.max_heldout_neurons}",
+            file=sys.stderr,
+        )
+        return 2
+    protocols = list(
+        dict.fromkeys(
+            task
+            for protocol in args.protocols
+            for task in (MTM_EVAL_TASKS if protocol == "mtm" else [protocol])
+        )
+    )
     try:
         report = evaluate_model(
             args.model,
@@ -603,6 +887,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             per_behavior_encoding=args.per_behavior,
             region_probe_levels=args.region_levels if args.region_probe else (),
             batch_size=args.batch_size,
+            protocols=protocols,
+            max_heldout_neurons=args.max_heldout_neurons,
+            seed=args.seed,
         )
     except ValueError as error:
         print(f"neds-hf evaluate: error: {error}", file=sys.stderr)

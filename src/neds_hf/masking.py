@@ -16,6 +16,14 @@ NEDS schemes (per trial): ``neural`` (all spikes hidden), ``behavior`` (all beha
 configuration): ``neuron`` (random neurons, all bins), ``causal`` (random bins, causal attention),
 ``intra_region`` (everything outside one region hidden, random neurons inside it scored),
 ``inter_region`` (every neuron of one region hidden and scored).
+
+Fixed MtM evaluation tasks (``MTM_EVAL_TASKS``, mtm.md §3): the training schemes above draw
+their neurons / bins / region at random, so the evaluation tasks get their own deterministic
+held-out sets (:func:`mtm_heldout_sets`), one per forward pass, turned into batch masks by
+:func:`heldout_masks`: ``co_smoothing`` (leave one neuron out), ``forward_prediction`` (the
+last ``FORWARD_PREDICTION_BINS`` bins of every neuron), ``inter_region`` (every neuron of one
+region) and ``intra_region`` (leave one neuron out within its region, other regions hidden).
+Behaviour stays visible in every task, except the forecast bins of forward prediction.
 """
 
 from __future__ import annotations
@@ -30,7 +38,28 @@ from .configuration_neds import MTM_SCHEMES, NEDS_SCHEMES, NedsConfig
 #: Fixed evaluation protocols; ``encoding:<behaviour>`` shows only that behaviour.
 EVAL_PROTOCOLS = ("encoding", "decoding")
 
-__all__ = ["EVAL_PROTOCOLS", "Masks", "build_masks", "validate_schemes"]
+#: The fixed MtM spike-prediction tasks and the prompt (training scheme) each one runs with.
+MTM_EVAL_TASKS = {
+    "co_smoothing": "neuron",
+    "forward_prediction": "causal",
+    "inter_region": "inter_region",
+    "intra_region": "intra_region",
+}
+#: Bins forecast by the forward-prediction task: the last ones of the trial.
+FORWARD_PREDICTION_BINS = 10
+
+__all__ = [
+    "EVAL_PROTOCOLS",
+    "FORWARD_PREDICTION_BINS",
+    "MTM_EVAL_TASKS",
+    "HeldOutSet",
+    "Masks",
+    "build_masks",
+    "forecast_is_causal",
+    "heldout_masks",
+    "mtm_heldout_sets",
+    "validate_schemes",
+]
 
 
 @dataclass
@@ -242,3 +271,112 @@ def validate_schemes(config: NedsConfig, schemes: Sequence[str]) -> None:
                 f"scheme {scheme!r} has no prompt token; config.prompt_schemes = "
                 f"{config.prompt_schemes}"
             )
+
+
+# =============================================================================================
+# Fixed MtM evaluation tasks
+# =============================================================================================
+
+
+@dataclass(frozen=True)
+class HeldOutSet:
+    """The entries one forward pass of a fixed MtM task hides and scores.
+
+    `hidden_neurons` are hidden in bins ``first_bin..T-1`` (all bins unless forward
+    prediction); `scored_neurons` (a subset of them) are scored in the same bins. `region` names
+    the region of the region tasks.
+    """
+
+    task: str
+    hidden_neurons: tuple[int, ...]
+    scored_neurons: tuple[int, ...]
+    first_bin: int = 0
+    region: str | None = None
+
+
+def mtm_heldout_sets(
+    task: str,
+    num_neurons: int,
+    num_bins: int,
+    regions: Sequence[str] | None = None,
+    heldout_neurons: Sequence[int] | None = None,
+) -> list[HeldOutSet]:
+    """The held-out sets of one MtM task for a session of `num_neurons` neurons.
+
+    Args:
+        task: a key of ``MTM_EVAL_TASKS``.
+        num_neurons: neurons of the session.
+        num_bins: time bins of a trial.
+        regions: region of every neuron (the region tasks).
+        heldout_neurons: the neurons left out one at a time by ``co_smoothing`` and
+            ``intra_region`` (default: every neuron); ignored by the other tasks.
+    """
+    if task not in MTM_EVAL_TASKS:
+        raise ValueError(f"unknown MtM task {task!r}; known: {list(MTM_EVAL_TASKS)}")
+    every = tuple(range(num_neurons))
+    chosen = every if heldout_neurons is None else tuple(int(n) for n in heldout_neurons)
+    bad = [n for n in chosen if not 0 <= n < num_neurons]
+    if bad:
+        raise ValueError(f"heldout_neurons {bad} lie outside [0, {num_neurons})")
+    if task == "co_smoothing":
+        return [HeldOutSet(task, (n,), (n,)) for n in chosen]
+    if task == "forward_prediction":
+        if num_bins <= FORWARD_PREDICTION_BINS:
+            raise ValueError(
+                f"forward prediction forecasts the last {FORWARD_PREDICTION_BINS} bins and needs "
+                f"more than that per trial, got {num_bins} bins"
+            )
+        return [HeldOutSet(task, every, every, first_bin=num_bins - FORWARD_PREDICTION_BINS)]
+    if regions is None or len(regions) != num_neurons:
+        raise ValueError(
+            f"task {task!r} needs the region of each of the {num_neurons} neurons, got "
+            f"{'none' if regions is None else len(regions)}"
+        )
+    regions = [str(region) for region in regions]
+    if task == "inter_region":
+        return [
+            HeldOutSet(task, members, members, region=name)
+            for name in sorted(set(regions))
+            for members in [tuple(n for n in every if regions[n] == name)]
+        ]
+    return [
+        HeldOutSet(
+            task,
+            tuple(m for m in every if regions[m] != regions[n] or m == n),
+            (n,),
+            region=regions[n],
+        )
+        for n in chosen
+    ]
+
+
+def forecast_is_causal(config: NedsConfig) -> bool:
+    """Whether forward prediction runs with causal attention: when the model was trained with
+    the ``causal`` scheme (MtM); otherwise the forecast bins are only hidden (bidirectional
+    attention, MtM's temporal-masking baseline)."""
+    return config.default_masking_schemes.get("causal", 0.0) > 0
+
+
+def heldout_masks(config: NedsConfig, sets: Sequence[HeldOutSet], num_neurons: int) -> Masks:
+    """Batch masks `(K, ...)` of `K` held-out sets (one sample per set) over `num_neurons`.
+
+    Hidden and scored entries follow each set; behaviour is shown, except per-bin behaviour in
+    the forecast bins of forward prediction, whose samples attend causally when
+    :func:`forecast_is_causal`.
+    """
+    num_bins, count = config.num_time_bins, len(sets)
+    spike_mask = torch.zeros(count, num_bins, num_neurons, dtype=torch.bool)
+    spike_target = torch.zeros_like(spike_mask)
+    behavior_mask = torch.zeros(count, num_bins, len(config.behavior_modalities), dtype=torch.bool)
+    causal = torch.zeros(count, dtype=torch.bool)
+    token_counts = _token_counts(config)
+    for sample, heldout in enumerate(sets):
+        start = heldout.first_bin
+        spike_mask[sample, start:, list(heldout.hidden_neurons)] = True
+        spike_target[sample, start:, list(heldout.scored_neurons)] = True
+        if heldout.task == "forward_prediction":
+            causal[sample] = forecast_is_causal(config)
+            for column, tokens in enumerate(token_counts):
+                if tokens == num_bins:
+                    behavior_mask[sample, start:, column] = True
+    return Masks(spike_mask, spike_target, behavior_mask, causal)

@@ -31,13 +31,33 @@ __all__ = [
     "plot_rates",
     "plot_training_curves",
     "region_probe_lines",
+    "spike_task_lines",
     "write_json",
     "write_markdown",
 ]
 
 #: Display names of metric keys; ``{name}`` is a behaviour modality (underscores -> spaces).
 #: The keys are the ones evaluation writes; the names are shown in tables and model cards.
+#: Display names of the MtM spike-prediction tasks (``masking.MTM_EVAL_TASKS``).
+SPIKE_TASK_NAMES = {
+    "co_smoothing": "co-smoothing",
+    "forward_prediction": "forward prediction",
+    "inter_region": "inter-region",
+    "intra_region": "intra-region",
+}
+#: Columns of the spike-prediction table: metric suffix -> header.
+SPIKE_TASK_COLUMNS = {
+    "bps": "bits per spike",
+    "bps_pooled": "bits per spike (pooled)",
+    "r2_psth": "PSTH R²",
+    "r2_trial": "R² per trial",
+}
 METRIC_DISPLAY_NAMES: tuple[tuple[str, str], ...] = (
+    *(
+        (f"{task}_{suffix}", f"{label} {header}")
+        for task, label in SPIKE_TASK_NAMES.items()
+        for suffix, header in SPIKE_TASK_COLUMNS.items()
+    ),
     ("bps", "bits per spike"),
     ("bps_pooled", "bits per spike (pooled)"),
     ("bps_{name}_only", "bits per spike ({name} only)"),
@@ -130,14 +150,20 @@ def evaluation_markdown(
     average: Mapping[str, float],
     region_probe: Mapping[str, Any] | None = None,
 ) -> str:
-    """``evaluation.md``: one row per session plus the average, then the region probe."""
-    metrics = list(average)
-    lines = ["| session | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for session_id, scores in per_session.items():
-        lines.append(
-            f"| {session_id} | " + " | ".join(fmt(scores.get(m), 4) for m in metrics) + " |"
-        )
-    lines.append("| **average** | " + " | ".join(fmt(average[m], 4) for m in metrics) + " |")
+    """``evaluation.md``: one row per session plus the average, then the spike-prediction
+    tasks (:func:`spike_task_lines`) and the region probe."""
+    metrics = [m for m in average if _spike_task_of(m) is None]
+    lines = []
+    if metrics:
+        lines += ["| session | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for session_id, scores in per_session.items():
+            lines.append(
+                f"| {session_id} | " + " | ".join(fmt(scores.get(m), 4) for m in metrics) + " |"
+            )
+        lines.append("| **average** | " + " | ".join(fmt(average[m], 4) for m in metrics) + " |")
+    spike_lines = spike_task_lines(per_session, average)
+    if spike_lines:
+        lines += ([""] if lines else []) + spike_lines
     if region_probe:
         lines += [
             "",
@@ -146,6 +172,40 @@ def evaluation_markdown(
             *region_probe_lines(region_probe, digits=4),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _spike_task_of(metric: str) -> str | None:
+    """The spike-prediction task a metric key belongs to, or None."""
+    return next(
+        (
+            task
+            for task in SPIKE_TASK_NAMES
+            if any(metric == f"{task}_{suffix}" for suffix in SPIKE_TASK_COLUMNS)
+        ),
+        None,
+    )
+
+
+def spike_task_lines(
+    per_session: Mapping[str, Mapping[str, float]], average: Mapping[str, float], digits: int = 4
+) -> list[str]:
+    """The MtM spike-prediction table: one row per (session, task) and per task's average,
+    one column per metric; empty when no task was run."""
+    tasks = [task for task in SPIKE_TASK_NAMES if any(_spike_task_of(m) == task for m in average)]
+    if not tasks:
+        return []
+    lines = [
+        "Spike prediction (MtM tasks; scored entries only):",
+        "",
+        "| session | task | " + " | ".join(SPIKE_TASK_COLUMNS.values()) + " |",
+        "|---|---|" + "---:|" * len(SPIKE_TASK_COLUMNS),
+    ]
+    rows = [*per_session.items(), ("**average**", average)]
+    for session_id, scores in rows:
+        for task in tasks:
+            values = " | ".join(fmt(scores.get(f"{task}_{s}"), digits) for s in SPIKE_TASK_COLUMNS)
+            lines.append(f"| {session_id} | {SPIKE_TASK_NAMES[task]} | {values} |")
+    return lines
 
 
 def methods_table(
