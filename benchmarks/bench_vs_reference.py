@@ -439,7 +439,7 @@ def ours_worker(system: str, case_name: str, steps: int, warmup: int, evals: int
         config, normalization_method="none", eval_protocol="encoding"
     )
     trials = ours_trials(config, case.batch_size)
-    collate_walls, _ = time_calls(lambda i: collator(trials[i % len(trials)]), 3)
+    _, collate_cpus = time_calls(lambda i: collator(trials[i % len(trials)]), 3)
 
     def train_step(batch: dict[str, Any]) -> float:
         optimizer.zero_grad()
@@ -470,7 +470,7 @@ def ours_worker(system: str, case_name: str, steps: int, warmup: int, evals: int
             config.spike_stitcher_size,
         ),
         **_timing_summary(walls, cpus, eval_walls, eval_cpus, warmup, case.batch_size),
-        "collate_s": median(collate_walls),
+        "collate_cpu_s": median(collate_cpus),
         "train_rss_gb": train_rss,
         "rss_after_imports_gb": rss_imports,
         "peak_rss_gb": peak_rss_gb(),  # before the inference measurements
@@ -693,7 +693,7 @@ def print_detail(results: list[dict], cases: list[str], systems: list[str]) -> N
     """Absolute medians per (case, system), and how much of the peak RSS is set-up."""
     print(
         "\n| case | system | tokens | params | s/step wall (per round) | CPU s/step | trials/s "
-        "| eval s/batch | eval CPU s | collate s | peak RSS GB | RSS after imports GB "
+        "| eval s/batch | eval CPU s | collate CPU s | peak RSS GB | RSS after imports GB "
         "(share of peak) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -706,7 +706,7 @@ def print_detail(results: list[dict], cases: list[str], systems: list[str]) -> N
             setup = median(
                 [r.get("rss_after_imports_gb", r.get("rss_after_setup_gb")) for r in rows]
             )
-            collate = median([r["collate_s"] for r in rows if "collate_s" in r])
+            collate = median([r["collate_cpu_s"] for r in rows if "collate_cpu_s" in r])
             per_round = "; ".join(f"{r['step_s']:.2f}" for r in rows)
             print(
                 f"| {case} | {system} | {rows[0]['tokens']} | {rows[0]['params']:,} | "
