@@ -495,10 +495,18 @@ def inference_latency(model: Any, collator: Any, trials: list[dict], reps: int) 
     def decode(batch):
         return model.predict_behavior(batch["spikes"], batch["session_index"])
 
+    import torch
+
     result = {}
     for name, fn in (("predict_neural_activity", encode), ("predict_behavior", decode)):
         walls, _ = time_calls(lambda _, fn=fn: fn(one), 2 + reps)
         result[f"{name}_b1_ms"] = 1000 * median(walls[2:])
+        torch.set_num_threads(
+            1
+        )  # a single trial's small ops pay more for thread sync than they gain
+        walls, _ = time_calls(lambda _, fn=fn: fn(one), 2 + reps)
+        torch.set_num_threads(THREADS)
+        result[f"{name}_b1_1thread_ms"] = 1000 * median(walls[2:])
         walls, _ = time_calls(lambda _, fn=fn: fn(many), 1 + max(1, reps // 3))
         result[f"{name}_b64_trials_per_s"] = 64 / median(walls[1:])
     return result
@@ -729,7 +737,8 @@ def print_inference(results: list[dict], cases: list[str]) -> None:
     if not rows:
         return
     print(
-        "\n| case | predict_neural_activity batch 1 (ms) | predict_behavior batch 1 (ms) | "
+        f"\n| case | predict_neural_activity batch 1 (ms, {THREADS} threads / 1 thread) | "
+        f"predict_behavior batch 1 (ms, {THREADS} threads / 1 thread) | "
         "predict_neural_activity batch 64 (trials/s) | predict_behavior batch 64 (trials/s) |"
     )
     print("|---|---|---|---|---|")
@@ -737,16 +746,19 @@ def print_inference(results: list[dict], cases: list[str]) -> None:
         latency = [r["inference"] for r in rows if r["case"] == case]
         if not latency:
             continue
-        keys = [
-            "predict_neural_activity_b1_ms",
-            "predict_behavior_b1_ms",
-            "predict_neural_activity_b64_trials_per_s",
-            "predict_behavior_b64_trials_per_s",
-        ]
+
+        def cell(key: str, latency: list[dict] = latency) -> str:
+            values = [x[key] for x in latency if key in x]
+            return f"{median(values):.1f}" if values else "-"
+
         print(
             f"| {case} | "
-            + " | ".join(f"{median([x[k] for x in latency]):.1f}" for k in keys)
-            + " |"
+            + " | ".join(
+                f"{cell(f'{name}_b1_ms')} / {cell(f'{name}_b1_1thread_ms')}"
+                for name in ("predict_neural_activity", "predict_behavior")
+            )
+            + f" | {cell('predict_neural_activity_b64_trials_per_s')} | "
+            + f"{cell('predict_behavior_b64_trials_per_s')} |"
         )
 
 
