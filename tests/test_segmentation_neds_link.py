@@ -206,6 +206,36 @@ def test_adding_actions_refuses_bad_input_and_leaves_no_folder(synthetic_corpus,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_trial_level_label_can_be_added_too(synthetic_corpus, tmp_path):
+    from neds_hf.data import NedsTrialDataset, load_modalities
+    from neds_hf.data.derive import add_categorical_modality
+
+    spec = {"name": "rewarded", "kind": "categorical", "num_classes": 2, "trial_level": True}
+    output = add_categorical_modality(
+        synthetic_corpus["dataset_dir"],
+        tmp_path / "out",
+        spec,
+        lambda session_id, split, trials: trials.column("reward").to_numpy(),
+    )
+    assert load_modalities(output)[-1] == spec
+    trials = NedsTrialDataset(output, "validation", extra_columns=("reward",))
+    assert all(trials[i]["rewarded"] == trials[i]["reward"] for i in range(len(trials)))
+    assert isinstance(trials[0]["rewarded"], int)
+
+
+def test_add_to_neds_names_a_session_without_predictions(synthetic_corpus, tmp_path):
+    from neds_hf.data import load_sessions
+    from neds_hf.segmentation.cli import main
+
+    (tmp_path / "predictions").mkdir()
+    argv = ["add-to-neds", "--dataset", str(synthetic_corpus["dataset_dir"])]
+    argv += ["--predictions", str(tmp_path / "predictions"), "--sessions-root", str(tmp_path)]
+    first = load_sessions(synthetic_corpus["dataset_dir"])["session_id"][0]
+    with pytest.raises(FileNotFoundError, match=rf"session {first}: .*_predictions.csv not found"):
+        main([*argv, "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_training_reads_the_modality_table_of_the_dataset(action_dataset, tmp_path):
     from neds_hf.training import NedsTrainingArguments, build_config
 

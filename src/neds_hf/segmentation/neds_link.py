@@ -7,12 +7,17 @@ Recipe (configuration only, no new NEDS model code):
    the wheel velocity at the camera times (from ``_ibl_wheel.position/timestamps``); with ONE
    pass ``one.eid2path(eid)`` after loading those datasets;
 2. a trained segmentation model labels every frame (:func:`~.inference.predict_session`);
-3. :func:`add_action_modality` bins the per-frame labels to the NEDS trial grid (20 ms bins from
-   ``stim_on_time + window_start``; each bin takes the label of the frame nearest its centre)
-   and adds them to the NEDS trials as a ``[T]`` integer column;
-4. NEDS gets ``action_modality_spec(...)`` appended to its ``modalities``
-   (``{"kind": "categorical", "trial_level": False}``); the collator and model handle it like
-   any per-bin behaviour, so NEDS decodes actions from spikes.
+3. :func:`add_actions_to_dataset` (``neds-hf segment add-to-neds``) bins the per-frame labels
+   to the dataset's trial grid (its own bins from ``stim_on_time + window[0]``; each bin takes
+   the label of the frame nearest its centre, :func:`trial_actions`) and writes a NEW dataset
+   folder that declares the modality ``action_modality_spec(...)``
+   (``{"kind": "categorical", "trial_level": False}``) in its ``build_report.json`` and card,
+   with fresh file records (:func:`neds_hf.data.derive.add_categorical_modality`);
+   :func:`add_action_modality` does the same to a ``datasets.Dataset`` in memory;
+4. ``neds-hf train --dataset NEW --modalities spikes wheel_speed action``: training reads the
+   modality table of the dataset, and the collator and model handle the action like any
+   per-bin behaviour, so NEDS decodes actions from spikes (``predict_behavior(...)["action"]``
+   is ``(B, T, K)``).
 
 Action indices in NEDS are the segmentation class index minus 1 (background is never
 predicted, so NEDS sees ``len(class_names) - 1`` classes).
