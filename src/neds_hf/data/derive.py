@@ -149,18 +149,8 @@ def load_preprocessing_config(dataset: str | os.PathLike) -> PreprocessingConfig
 def _rewrite_card(staging: Path, report: dict[str, Any], spec: dict[str, Any]) -> None:
     """The card of the new folder, made from its build report, plus where it comes from."""
     config = _preprocessing_config(report, staging)
-    build_report = BuildReport(
-        output_dir=report["output_dir"],
-        config=config,
-        source=report["source"],
-        revision=report["revision"],
-        revision_last_before=report["revision_last_before"],
-        created=report["created"],
-        package_versions=report["package_versions"],
-        modalities=report["modalities"],
-        sessions=report["sessions"],
-        files=report["files"],
-    )
+    recorded = {f.name: report[f.name] for f in dataclasses.fields(BuildReport) if f.name in report}
+    build_report = BuildReport(**{**recorded, "config": config})
     session_rows = pq.read_table(staging / SESSIONS_FILE).to_pylist()
     splits = [s for s, fraction in zip(SPLITS, config.split_fractions) if fraction > 0]
     card = make_dataset_card(build_report, session_rows, splits)
