@@ -171,7 +171,8 @@ def test_actions_are_added_as_a_verified_per_bin_modality(synthetic_corpus, acti
     for relative, record in report["files"].items():
         assert file_record(folder / relative, record["rows"]) == record
     assert report["derived_from"][0]["dataset"] == str(synthetic_corpus["dataset_dir"].resolve())
-    assert "`action`" in (folder / "README.md").read_text()
+    assert "`action` (2 classes, one per bin)" in (folder / "README.md").read_text()
+    assert report["derived_from"][0]["description"].startswith("classes 0 = still, 1 = turning;")
     item = NedsTrialDataset(folder, "train", extra_columns=("stim_on_time",))[3]
     times, truth = action_dataset["frames"][item["session_id"]]
     centre = item["stim_on_time"] - 0.5 + 0.01  # the window starts 0.5 s before stimulus onset

@@ -270,6 +270,8 @@ def add_actions_to_dataset(
         return trial_actions(frames, session_id, stim_on, num_bins, window_start, bin_size)
 
     spec = action_modality_spec(class_names, name)
+    classes = ", ".join(f"{index} = {action}" for index, action in enumerate(class_names[1:]))
+    description = f"classes {classes}" + (f"; {description}" if description else "")
     return add_categorical_modality(dataset, output, spec, labels, description, overwrite)
 
 
