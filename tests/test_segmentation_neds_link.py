@@ -274,8 +274,8 @@ def test_neds_trains_on_the_added_actions_and_decodes_them(action_dataset, tmp_p
     result = train(args)
     action_losses = [e["train/loss/action"] for e in result.history if "train/loss/action" in e]
     assert len(action_losses) == 40
-    # from about log(2) to the entropy of the still/turning proportions (about 0.3)
-    assert np.mean(action_losses[:5]) > 0.55 and np.mean(action_losses[-10:]) < 0.45
+    # towards the entropy of the still/turning proportions (measured: 0.58 -> 0.31)
+    assert np.mean(action_losses[-10:]) < 0.75 * np.mean(action_losses[:5])
     model = result.model
     assert [m["name"] for m in model.config.modalities] == ["spikes", "wheel_speed", "action"]
     trials = NedsTrialDataset(action_dataset["dataset_dir"], "test")
