@@ -22,7 +22,8 @@ schema metadata; the card carries no ``dataset_info`` block (a partial one would
 The trial features are derived from the dataset's modality table (name and kind of each
 modality, :data:`neds_hf.data.preprocess.DATASET_MODALITIES` for the IBL preprocessing): a
 ``spikes`` modality is ``[N, T]`` counts, a ``continuous`` one ``[T]`` float32 values, a
-``categorical`` one an int64 class. The writer converts whatever columns these features name.
+``categorical`` one an int64 class (``[T]`` int64 classes when ``"trial_level": False``). The
+writer converts whatever columns these features name.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ MODALITY_KIND_FEATURES: dict[str, Any] = {
     "continuous": List(Value("float32")),  # [T], physical units
     "categorical": Value("int64"),  # class index
 }
+#: Feature of a categorical modality with one label per bin (``"trial_level": False``).
+PER_BIN_LABELS_FEATURE = List(Value("int64"))  # [T] class indices
 
 #: Trial columns before and after the modalities.
 TRIAL_KEY_FEATURES = {
@@ -99,7 +102,9 @@ def trial_features(modalities: Sequence[Mapping[str, Any]] = DATASET_MODALITIES)
                 f"modality {spec['name']!r}: kind {spec['kind']!r} has no dataset feature; "
                 f"expected one of {sorted(MODALITY_KIND_FEATURES)}"
             )
-        columns[spec["name"]] = MODALITY_KIND_FEATURES[spec["kind"]]
+        per_bin_labels = spec["kind"] == "categorical" and not spec.get("trial_level", True)
+        feature = PER_BIN_LABELS_FEATURE if per_bin_labels else MODALITY_KIND_FEATURES[spec["kind"]]
+        columns[spec["name"]] = feature
     columns.update(TRIAL_CONTEXT_FEATURES)
     return Features(columns)
 

@@ -47,6 +47,13 @@ SEGMENT_COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "Upload a trained model folder to the Hub with its card (model-index: macro F1, "
         "accuracy, edit, F1@50 on validation).",
     ),
+    "add-to-neds": (
+        "neds_link",
+        "add_add_to_neds_arguments",
+        "run_add_to_neds",
+        "Write a new NEDS dataset with the per-frame actions of prediction files binned to "
+        "its trials as a per-bin categorical modality (train NEDS on it with --modalities).",
+    ),
     "demo": (
         "demo",
         "add_demo_arguments",

@@ -7,12 +7,17 @@ Recipe (configuration only, no new NEDS model code):
    the wheel velocity at the camera times (from ``_ibl_wheel.position/timestamps``); with ONE
    pass ``one.eid2path(eid)`` after loading those datasets;
 2. a trained segmentation model labels every frame (:func:`~.inference.predict_session`);
-3. :func:`add_action_modality` bins the per-frame labels to the NEDS trial grid (20 ms bins from
-   ``stim_on_time + window_start``; each bin takes the label of the frame nearest its centre)
-   and adds them to the NEDS trials as a ``[T]`` integer column;
-4. NEDS gets ``action_modality_spec(...)`` appended to its ``modalities``
-   (``{"kind": "categorical", "trial_level": False}``); the collator and model handle it like
-   any per-bin behaviour, so NEDS decodes actions from spikes.
+3. :func:`add_actions_to_dataset` (``neds-hf segment add-to-neds``) bins the per-frame labels
+   to the dataset's trial grid (its own bins from ``stim_on_time + window[0]``; each bin takes
+   the label of the frame nearest its centre, :func:`trial_actions`) and writes a NEW dataset
+   folder that declares the modality ``action_modality_spec(...)``
+   (``{"kind": "categorical", "trial_level": False}``) in its ``build_report.json`` and card,
+   with fresh file records (:func:`neds_hf.data.derive.add_categorical_modality`);
+   :func:`add_action_modality` does the same to a ``datasets.Dataset`` in memory;
+4. ``neds-hf train --dataset NEW --modalities spikes wheel_speed action``: training reads the
+   modality table of the dataset, and the collator and model handle the action like any
+   per-bin behaviour, so NEDS decodes actions from spikes (``predict_behavior(...)["action"]``
+   is ``(B, T, K)``).
 
 Action indices in NEDS are the segmentation class index minus 1 (background is never
 predicted, so NEDS sees ``len(class_names) - 1`` classes).
@@ -27,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .inference import LABEL_COLUMN
 from .readers import SegmentationDataError, Session, interpolate_missing
 from .synthetic import render_markers, sample_bouts
 
@@ -97,17 +103,12 @@ def load_ibl_pose_session(
                 low += int(bad.sum())
                 values[bad, 2 * i : 2 * i + 2] = np.nan
     filled = interpolate_missing(values, pose_path, names)
-    times = np.load(alf / f"_ibl_{camera}Camera.times.npy")
-    if len(times) < len(values):
-        raise SegmentationDataError(
-            f"{pose_path}: {len(values)} frames but only {len(times)} camera timestamps"
-        )
+    times, dropped = camera_frame_times(session_path, len(values), camera, pose_path)
     report = {
         "interpolated_values": filled,
         "low_likelihood_frames": low,
-        "dropped_leading_timestamps": len(times) - len(values),
+        "dropped_leading_timestamps": dropped,
     }
-    times = times[len(times) - len(values) :]
     if wheel:
         position = np.load(alf / "_ibl_wheel.position.npy")
         stamps = np.load(alf / "_ibl_wheel.timestamps.npy")
@@ -115,6 +116,24 @@ def load_ibl_pose_session(
         values = np.concatenate([values, np.interp(times, stamps, velocity)[:, None]], axis=1)
         names.append("wheel_velocity")
     return Session(session_path.name, values, names, report=report), times
+
+
+def camera_frame_times(
+    session_path: str | Path, num_frames: int, camera: str = "left", source: str | Path = ""
+) -> tuple[np.ndarray, int]:
+    """The camera time of each of `num_frames` frames, and how many leading timestamps were
+    dropped (a times file longer than the video: the IBL convention drops the first ones).
+    `source` names the per-frame file in the error when there are fewer timestamps."""
+    path = Path(session_path) / "alf" / f"_ibl_{camera}Camera.times.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the session has no {camera} camera times")
+    times = np.load(path, allow_pickle=False)
+    if len(times) < num_frames:
+        raise SegmentationDataError(
+            f"{source or path}: {num_frames} frames but only {len(times)} camera timestamps "
+            f"in {path}"
+        )
+    return times[len(times) - num_frames :], len(times) - num_frames
 
 
 def write_feature_folder(sessions: Sequence[Session], data_dir: str | Path) -> list[Path]:
@@ -185,23 +204,191 @@ def add_action_modality(
         raise ValueError(f"no frame labels for sessions {missing}")
     num_bins = len(trials[0]["spikes"][0])
     session_ids = np.asarray(trials["session_id"])
-    starts = np.asarray(trials["stim_on_time"], dtype=np.float64) + window_start
+    stim_on = np.asarray(trials["stim_on_time"], dtype=np.float64)
     column = np.zeros((len(trials), num_bins), dtype=np.int64)
-    for session_id, (times, labels) in frames.items():
+    for session_id in frames:
         rows = np.flatnonzero(session_ids == session_id)
         if rows.size:
-            if (np.asarray(labels) < 1).any():
-                raise ValueError(f"session {session_id}: frame labels must be real classes (>= 1)")
-            column[rows] = bin_frame_labels(times, labels, starts[rows], num_bins, bin_size) - 1
+            column[rows] = trial_actions(
+                frames, session_id, stim_on[rows], num_bins, window_start, bin_size
+            )
     return trials.add_column(name, column.tolist())
+
+
+def trial_actions(
+    frames: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    session_id: str,
+    stim_on_times: np.ndarray,
+    num_bins: int,
+    window_start: float = NEDS_WINDOW_START,
+    bin_size: float = NEDS_BIN_SIZE,
+) -> np.ndarray:
+    """NEDS action labels `(n_trials, num_bins)` of some trials of one session: the
+    segmentation class (1-based, in `frames[session_id]`) of the frame nearest each bin centre,
+    minus 1. Raises for a session without frame labels or with background frames."""
+    if session_id not in frames:
+        raise ValueError(f"no frame labels for session {session_id}")
+    times, labels = frames[session_id]
+    if (np.asarray(labels) < 1).any():
+        raise ValueError(f"session {session_id}: frame labels must be real classes (>= 1)")
+    starts = np.asarray(stim_on_times, dtype=np.float64) + window_start
+    return bin_frame_labels(np.asarray(times), labels, starts, num_bins, bin_size) - 1
+
+
+def add_actions_to_dataset(
+    dataset: str | Path,
+    output: str | Path,
+    frames: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    name: str = "action",
+    description: str = "",
+    overwrite: bool = False,
+) -> Path:
+    """Write `output`: the NEDS dataset folder `dataset` plus a per-bin action modality.
+
+    `frames` maps every session id of the dataset to (camera time per frame, segmentation
+    class per frame, 1-based; e.g. the arg-max of :func:`~.inference.predict_session` or a
+    predictions CSV); `class_names` are the segmentation classes, background first. The bins
+    follow the dataset's own trial window and bin size (its ``build_report.json``). The new
+    folder declares ``action_modality_spec(class_names, name)`` and passes
+    :func:`neds_hf.data.verify_dataset`; ``neds-hf train --dataset output --modalities spikes
+    ... action`` trains on it. Returns `output`.
+    """
+    from ..data.derive import add_categorical_modality, load_preprocessing_config
+
+    config = load_preprocessing_config(dataset)
+    if config.align_event != "stimOn_times":
+        raise ValueError(
+            f"dataset {dataset}: trials are aligned to {config.align_event}, but the action "
+            "bins are placed from stim_on_time; rebuild with align_event='stimOn_times'"
+        )
+    window_start, bin_size = config.window[0], config.bin_size
+
+    def labels(session_id: str, split: str, trials: Any) -> np.ndarray:
+        num_bins = len(trials.column("spikes")[0][0]) if trials.num_rows else 0
+        stim_on = trials.column("stim_on_time").to_numpy()
+        return trial_actions(frames, session_id, stim_on, num_bins, window_start, bin_size)
+
+    spec = action_modality_spec(class_names, name)
+    classes = ", ".join(f"{index} = {action}" for index, action in enumerate(class_names[1:]))
+    description = f"classes {classes}" + (f"; {description}" if description else "")
+    return add_categorical_modality(dataset, output, spec, labels, description, overwrite)
+
+
+def load_frame_predictions(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Class names and per-frame actions of a ``<session>_predictions.csv`` / ``.parquet``
+    (written by ``neds-hf segment predict``): the most probable class other than background
+    (the first class), 1-based, so that every frame gets an action NEDS can model."""
+    path = Path(path)
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    class_names = [c for c in table.columns if c not in ("frame", LABEL_COLUMN)]
+    if len(class_names) < 3 or LABEL_COLUMN not in table.columns:
+        raise SegmentationDataError(
+            f"{path}: expected a predictions file with a background column, at least two "
+            f"action probability columns and {LABEL_COLUMN!r}; got columns {list(table.columns)}"
+        )
+    probabilities = table[class_names].to_numpy(dtype=np.float64)  # (frames, classes)
+    if not np.isfinite(probabilities).all():
+        raise SegmentationDataError(f"{path}: non-finite class probabilities")
+    return class_names, 1 + probabilities[:, 1:].argmax(axis=1)
+
+
+def session_folder(sessions_root: str | Path, session_id: str) -> Path:
+    """The ALF session folder of `session_id` under `sessions_root`: a ONE cache (its
+    ``sessions.pqt`` gives ``lab/Subjects/subject/date/number``) or a folder with one
+    sub-folder per session id."""
+    root = Path(sessions_root)
+    table_path = root / "sessions.pqt"
+    if table_path.is_file():
+        table = pd.read_parquet(table_path)
+        if session_id not in table.index:
+            raise KeyError(f"session {session_id} is not in the ONE cache table {table_path}")
+        row = table.loc[session_id]
+        number = int(row["number"])
+        return (
+            root
+            / str(row["lab"])
+            / "Subjects"
+            / str(row["subject"])
+            / str(row["date"])
+            / (f"{number:03d}")
+        )
+    folder = root / session_id
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} not found: --sessions-root must be a ONE cache or hold one folder per "
+            "session id"
+        )
+    return folder
+
+
+def add_add_to_neds_arguments(parser: Any) -> Any:
+    """Arguments of ``neds-hf segment add-to-neds``."""
+    parser.add_argument("--dataset", required=True, help="NEDS dataset folder (prepare-data)")
+    parser.add_argument(
+        "--predictions",
+        required=True,
+        help="folder of <session>_predictions.csv/.parquet (segment predict), one per session",
+    )
+    parser.add_argument(
+        "--sessions-root",
+        required=True,
+        help="ONE cache (or folder of <session>/alf) holding each session's camera times",
+    )
+    parser.add_argument("--output", required=True, help="the new dataset folder")
+    parser.add_argument("--name", default="action", help="name of the new modality")
+    parser.add_argument("--camera", default="left", help="camera the predictions come from")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
+def run_add_to_neds(args: Any) -> int:
+    """Run ``neds-hf segment add-to-neds``: per-frame predictions become a per-bin modality."""
+    from ..data.load import load_sessions
+
+    session_ids = [str(s) for s in load_sessions(args.dataset)["session_id"]]
+    frames, class_names = {}, None
+    for session_id in session_ids:
+        candidates = [
+            Path(args.predictions) / f"{session_id}_predictions.{kind}"
+            for kind in ("csv", "parquet")
+        ]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"session {session_id}: {candidates[0]} not found")
+        names, labels = load_frame_predictions(path)
+        if class_names is not None and names != class_names:
+            raise SegmentationDataError(f"{path}: classes {names}, other files have {class_names}")
+        class_names = names
+        folder = session_folder(args.sessions_root, session_id)
+        times, _ = camera_frame_times(folder, len(labels), args.camera, path)
+        frames[session_id] = (times, labels)
+    output = add_actions_to_dataset(
+        args.dataset,
+        args.output,
+        frames,
+        class_names,
+        args.name,
+        description=f"arg-max actions of the predictions in {Path(args.predictions).resolve()}",
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {output} with the per-bin modality {args.name!r} ({class_names[1:]})")
+    return 0
 
 
 __all__ = [
     "IBL_POSE_MARKERS",
     "action_modality_spec",
     "add_action_modality",
+    "add_actions_to_dataset",
+    "add_add_to_neds_arguments",
     "bin_frame_labels",
+    "camera_frame_times",
+    "load_frame_predictions",
     "load_ibl_pose_session",
+    "run_add_to_neds",
+    "session_folder",
+    "trial_actions",
     "write_feature_folder",
     "write_synthetic_ibl_pose",
 ]

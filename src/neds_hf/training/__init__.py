@@ -19,13 +19,13 @@ from .arguments import (
     ARCHITECTURE_FIELDS,
     CONFIG_ARGUMENT_FIELDS,
     FREEZE_MODES,
-    KNOWN_MODALITIES,
     MODES,
     SAMPLING_MODES,
     SECRET_FIELDS,
     NedsTrainingArguments,
     parse_training_args,
     redacted_arguments,
+    select_modalities,
 )
 from .checkpointing import (
     CHECKPOINT_PREFIX,
@@ -51,7 +51,6 @@ __all__ = [
     "CHECKPOINT_PREFIX",
     "CONFIG_ARGUMENT_FIELDS",
     "FREEZE_MODES",
-    "KNOWN_MODALITIES",
     "MODES",
     "SAMPLING_MODES",
     "SECRET_FIELDS",
@@ -73,5 +72,6 @@ __all__ = [
     "redacted_arguments",
     "resolve_checkpoint",
     "run_fingerprint",
+    "select_modalities",
     "train",
 ]

@@ -19,13 +19,12 @@ from typing import Any
 
 import yaml
 
-from ..configuration_neds import IBL_MODALITIES, NedsConfig
+from ..configuration_neds import NedsConfig
 
 __all__ = [
     "ARCHITECTURE_FIELDS",
     "CONFIG_ARGUMENT_FIELDS",
     "FREEZE_MODES",
-    "KNOWN_MODALITIES",
     "MODES",
     "REDACTED",
     "SAMPLING_MODES",
@@ -33,12 +32,12 @@ __all__ = [
     "NedsTrainingArguments",
     "parse_training_args",
     "redacted_arguments",
+    "select_modalities",
 ]
 
 FREEZE_MODES = ("none", "warmup", "all")
 SAMPLING_MODES = ("mixed", "single_session")
 MODES = ("pretrain", "finetune")
-KNOWN_MODALITIES = {spec["name"]: spec for spec in IBL_MODALITIES}
 
 #: NedsConfig fields a run can set; each becomes an argument of the same name and default.
 CONFIG_ARGUMENT_FIELDS = (
@@ -130,7 +129,11 @@ class NedsTrainingArguments(_ConfigArguments):
         default=None, metadata={"help": "Pretrained model folder or Hub id."}
     )
     modalities: list[str] | None = field(
-        default=None, metadata={"help": "Modalities to model (default: the five IBL ones)."}
+        default=None,
+        metadata={
+            "help": "Modalities to model, a subset of those the dataset declares (its "
+            "build_report.json; default: all of them). Must include spikes."
+        },
     )
     spike_only: bool = field(default=False, metadata={"help": "The spike-only MtM configuration."})
     masking_schemes: list[str] | None = field(
@@ -259,14 +262,16 @@ class NedsTrainingArguments(_ConfigArguments):
                 "mixed_precision must be 'no' or 'bf16' on this code path, got "
                 f"{self.mixed_precision!r}"
             )
-        if self.modalities is not None:
-            unknown = [m for m in self.modalities if m not in KNOWN_MODALITIES]
-            if unknown:
-                errors.append(
-                    f"unknown modalities {unknown}; the dataset provides {list(KNOWN_MODALITIES)}"
-                )
-            elif "spikes" not in self.modalities:
-                errors.append("modalities must include 'spikes'")
+        if self.modalities is not None and "spikes" not in self.modalities:
+            errors.append("modalities must include 'spikes'")
+        elif self.modalities is not None and self.dataset:
+            # the dataset's modality table is one small JSON file; no data is read
+            from ..data.load import load_modalities
+
+            try:
+                select_modalities(self.modalities, load_modalities(self.dataset), self.dataset)
+            except ValueError as error:
+                errors.append(str(error))
         return errors
 
     def _range_errors(self) -> list[str]:
@@ -356,6 +361,27 @@ class NedsTrainingArguments(_ConfigArguments):
                     f"masking_schemes entry {entry!r} is not name=probability"
                 ) from None
         return parsed
+
+
+def select_modalities(
+    requested: Sequence[str] | None, declared: Sequence[dict[str, Any]], dataset: str
+) -> list[dict[str, Any]]:
+    """The entries of a dataset's modality table (`declared`, from
+    :func:`neds_hf.data.load_modalities`) that a run models, in the dataset's order.
+
+    `requested` (``--modalities``) names a subset; None takes every declared modality. Raises
+    a ValueError naming unknown modalities and what the dataset declares, or a selection
+    without spikes.
+    """
+    names = [str(spec["name"]) for spec in declared]
+    if requested is None:
+        return [dict(spec) for spec in declared]
+    unknown = [name for name in requested if name not in names]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; dataset {dataset} declares {names}")
+    if "spikes" not in requested:
+        raise ValueError("modalities must include 'spikes'")
+    return [dict(spec) for spec in declared if spec["name"] in requested]
 
 
 def redacted_arguments(args: NedsTrainingArguments) -> dict[str, Any]:

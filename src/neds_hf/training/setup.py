@@ -26,7 +26,7 @@ import torch
 
 from ..configuration_neds import NedsConfig
 from ..modeling_neds import NedsForMaskedModeling, is_session_parameter
-from .arguments import ARCHITECTURE_FIELDS, CONFIG_ARGUMENT_FIELDS, KNOWN_MODALITIES
+from .arguments import ARCHITECTURE_FIELDS, CONFIG_ARGUMENT_FIELDS, select_modalities
 
 __all__ = [
     "build_config",
@@ -146,7 +146,14 @@ def mean_counts_per_bin(trials: Any, session_ids: Sequence[str]) -> dict[str, np
 
 
 def build_config(args: Any, sessions: Mapping[str, int]) -> NedsConfig:
-    """A fresh model configuration for a pretraining run."""
+    """A fresh model configuration for a pretraining run.
+
+    Its modalities are the entries of the dataset's modality table
+    (:func:`neds_hf.data.load_modalities`) that ``args.modalities`` selects (all by default),
+    in the dataset's order.
+    """
+    from ..data.load import load_modalities
+
     values = {name: getattr(args, name) for name in CONFIG_ARGUMENT_FIELDS}
     values.update(
         masking_schemes=args.scheme_probabilities(),
@@ -154,8 +161,9 @@ def build_config(args: Any, sessions: Mapping[str, int]) -> NedsConfig:
     )
     if args.spike_only:
         return NedsConfig.for_mtm(dict(sessions), **values)
-    names = args.modalities or list(KNOWN_MODALITIES)
-    modalities = [dict(KNOWN_MODALITIES[name]) for name in KNOWN_MODALITIES if name in names]
+    modalities = select_modalities(
+        args.modalities, load_modalities(args.dataset), str(args.dataset)
+    )
     return NedsConfig(modalities=modalities, sessions=dict(sessions), **values)
 
 
