@@ -104,7 +104,11 @@ def main() -> None:
 
     from neds_hf.data.synthetic import make_synthetic_cache
 
-    rows = []
+    header = (
+        f"{'sessions':>8} | {'reader':<9} | {'peak RSS MiB':>12} | {'trials/s':>9} | "
+        f"{'trials':>6} | {'build local s':>13} | {'build ray s':>11}"
+    )
+    print(header, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for size in args.sizes:
@@ -117,20 +121,15 @@ def main() -> None:
             build_ray = None
             if size in args.ray_sizes:
                 build_ray = _build(cache, eids, root / f"ray-{size}", "ray", args.num_proc)
+            ray_text = f"{build_ray:.1f}" if build_ray is not None else "-"
             for mode in ("in-memory", "streaming"):
                 result = _measure(mode, dataset, args, root / f"hf-{size}-{mode}")
-                rows.append((size, mode, result, build_local, build_ray))
-    print(
-        f"{'sessions':>8} | {'reader':<9} | {'peak RSS MiB':>12} | {'trials/s':>9} | "
-        f"{'trials':>6} | {'build local s':>13} | {'build ray s':>11}"
-    )
-    for size, mode, result, build_local, build_ray in rows:
-        ray_text = f"{build_ray:.1f}" if build_ray is not None else "-"
-        print(
-            f"{size:>8} | {mode:<9} | {result['peak_rss_mib']:>12.0f} | "
-            f"{result['trials'] / result['seconds']:>9.0f} | {result['trials']:>6} | "
-            f"{build_local:>13.1f} | {ray_text:>11}"
-        )
+                print(  # each row as soon as it is measured: a long run can be cut short
+                    f"{size:>8} | {mode:<9} | {result['peak_rss_mib']:>12.0f} | "
+                    f"{result['trials'] / result['seconds']:>9.0f} | {result['trials']:>6} | "
+                    f"{build_local:>13.1f} | {ray_text:>11}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
