@@ -12,8 +12,12 @@ split in batches of ``--batch-size`` trials:
   ``--shuffle-buffer`` rows) and its fixed number of batches.
 
 Reported: peak resident memory of that process (``ru_maxrss``, which includes the Python,
-torch and ``datasets`` imports) and trials read per second. No model runs: the numbers are
-the data path's.
+torch and ``datasets`` imports, whose transient peak can hide the reading), the largest
+growth of resident memory while the dataset is opened and read over the memory after the
+imports (sampled after every batch), and trials read per second. No model runs: the numbers
+are the data path's. A shuffled multi-file stream pays a fixed pause at the end of each pass
+(``datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN``, 5 s in datasets 5.2), which dominates
+the streaming trials/s of small corpora.
 
     PYTHONPATH=src python benchmarks/bench_scale.py [--sizes 8 32 128] [--ray-sizes 8]
 """
@@ -33,21 +37,31 @@ from pathlib import Path
 def _read_epoch(mode: str, dataset: str, batch_size: int, shuffle_buffer: int) -> dict:
     """One epoch of the train split (run in a child process); trials and seconds from the
     dataset's construction (loading included) to the last batch, imports excluded."""
+    import psutil
+
     from neds_hf.data.streaming import NedsStreamingTrials
     from neds_hf.data.training_data import NedsTrialDataset, SessionBatchSampler
 
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak = baseline
     start = time.perf_counter()
     n_trials = 0
     if mode == "in-memory":
         data = NedsTrialDataset(dataset, "train")
         sampler = SessionBatchSampler(data, batch_size, mode="mixed", seed=0)
-        for batch in sampler:
-            n_trials += len([data[i] for i in batch])
+        batches = ([data[i] for i in batch] for batch in sampler)
     else:
         data = NedsStreamingTrials(dataset, "train", shuffle_buffer_size=shuffle_buffer, seed=0)
-        for batch in data.batches(batch_size, data.steps_per_epoch(batch_size)):
-            n_trials += len(batch)
-    return {"trials": n_trials, "seconds": time.perf_counter() - start}
+        batches = data.batches(batch_size, data.steps_per_epoch(batch_size))
+    for batch in batches:
+        n_trials += len(batch)
+        peak = max(peak, process.memory_info().rss)
+    return {
+        "trials": n_trials,
+        "seconds": time.perf_counter() - start,
+        "read_rss_mib": (peak - baseline) / 2**20,
+    }
 
 
 def _measure(mode: str, dataset: Path, args: argparse.Namespace, hf_cache: Path) -> dict:
@@ -105,7 +119,8 @@ def main() -> None:
     from neds_hf.data.synthetic import make_synthetic_cache
 
     header = (
-        f"{'sessions':>8} | {'reader':<9} | {'peak RSS MiB':>12} | {'trials/s':>9} | "
+        f"{'sessions':>8} | {'reader':<9} | {'peak RSS MiB':>12} | {'read +RSS MiB':>13} | "
+        f"{'trials/s':>9} | "
         f"{'trials':>6} | {'build local s':>13} | {'build ray s':>11}"
     )
     print(header, flush=True)
@@ -126,6 +141,7 @@ def main() -> None:
                 result = _measure(mode, dataset, args, root / f"hf-{size}-{mode}")
                 print(  # each row as soon as it is measured: a long run can be cut short
                     f"{size:>8} | {mode:<9} | {result['peak_rss_mib']:>12.0f} | "
+                    f"{result['read_rss_mib']:>13.1f} | "
                     f"{result['trials'] / result['seconds']:>9.0f} | {result['trials']:>6} | "
                     f"{build_local:>13.1f} | {ray_text:>11}",
                     flush=True,
