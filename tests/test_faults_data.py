@@ -337,7 +337,8 @@ def test_ctrl_c_during_a_build_leaves_nothing_behind(corpus, tmp_path, monkeypat
     code = cli_main(
         [
             *("prepare-data", "--cache-dir", str(cache), "--eids", corpus["eids"][0], second.eid),
-            *("--output", str(output), "--overwrite", "--no-progress"),
+            # --rebuild-sessions: session 0 is in the old dataset and would be reused, not run
+            *("--output", str(output), "--overwrite", "--rebuild-sessions", "--no-progress"),
         ]
     )
     assert code == 130 and len(calls) == 2

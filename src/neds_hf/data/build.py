@@ -10,7 +10,14 @@ trials (one Parquet file per split), the neurons and sessions tables, the card a
 * a lock next to the output (:class:`neds_hf.locking.OutputLock`) makes a second build into
   the same output fail, naming the first;
 * an output that already holds a dataset is replaced only with ``overwrite``; a non-empty
-  folder that is not a neds_hf dataset only with ``force_overwrite_non_dataset``.
+  folder that is not a neds_hf dataset only with ``force_overwrite_non_dataset``;
+* sessions run on an engine (:mod:`neds_hf.data.engines`: a local process pool, or one Ray
+  task per session); each session's files are written under a private name and renamed into
+  place, so a worker that dies mid-session never leaves half a Parquet file in the dataset;
+* when an existing dataset is replaced with the same preprocessing, revision and modalities,
+  a session built there whose files still match the recorded SHA-256 is reused (its files
+  linked, its neurons and sessions rows copied) instead of rebuilt, unless
+  ``rebuild_sessions``; its entry says ``"reused": true``.
 
 The report records, besides every session's outcome, the modality table the dataset declares
 and each file's row count, size and SHA-256, which :func:`neds_hf.data.load.verify_dataset`
@@ -19,10 +26,11 @@ checks before training and evaluation read the dataset.
 
 from __future__ import annotations
 
-import concurrent.futures
+import hashlib
 import json
-import multiprocessing
 import os
+import shutil
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +42,7 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_directory
 from ..locking import OutputLock
 from .card import make_dataset_card
+from .engines import SessionEngine, make_engine
 from .errors import CorruptedFileError, MissingDataError, SessionNotFoundError
 from .load import file_record
 from .preprocess import (
@@ -59,15 +68,22 @@ from .schema import (
 )
 
 __all__ = [
+    "PARTIAL_DIR",
     "BuildReport",
     "OneSource",
+    "SessionTask",
     "build_dataset",
     "is_neds_dataset",
     "process_session",
+    "session_content_hash",
     "write_session_trials",
 ]
 
 OneSource = str | os.PathLike | Callable[[], Any]
+
+#: Folder (inside the build's staging folder) where session files are written before they are
+#: renamed into place; removed before the dataset is swapped in.
+PARTIAL_DIR = ".partial"
 
 
 @dataclass
@@ -76,10 +92,12 @@ class BuildReport:
 
     Each entry has ``session_id``, ``status`` (``"ok"`` or ``"skipped"``) and, when skipped,
     ``reason`` (``"missing_data"``, ``"invalid_data"``, ``"no_trials"``, ``"no_neurons"`` or
-    ``"too_few_trials"``) and ``message``; ``counts`` (trials per split, neurons) and ``files``
-    when ok, and ``exclusion`` (the :class:`~neds_hf.data.preprocess.ExclusionReport`) when
-    known. ``modalities`` is the modality table the dataset declares; ``files`` maps every
-    Parquet file to its ``rows``, ``bytes`` and ``sha256``.
+    ``"too_few_trials"``) and ``message``; ``counts`` (trials per split, neurons), ``files``
+    and ``content_sha256`` (:func:`session_content_hash` of its files) when ok, ``reused`` when
+    taken over from the dataset being replaced, and ``exclusion`` (the
+    :class:`~neds_hf.data.preprocess.ExclusionReport`) when known. ``modalities`` is the
+    modality table the dataset declares; ``files`` maps every Parquet file to its ``rows``,
+    ``bytes`` and ``sha256``.
     """
 
     output_dir: str
@@ -139,20 +157,42 @@ def write_session_trials(
     modalities: Sequence[dict[str, Any]] = DATASET_MODALITIES,
 ) -> dict[str, dict[str, Any]]:
     """Write one Parquet file per non-empty split of a session; returns ``{relative path:
-    file record}`` (rows, bytes, sha256). Columns follow the declared ``modalities``."""
+    file record}`` (rows, bytes, sha256). Columns follow the declared ``modalities``.
+
+    Each file is written in a private folder under ``output_dir/PARTIAL_DIR`` and renamed into
+    place when complete, so a process killed mid-write leaves no partial file at a dataset
+    path (the build deletes ``PARTIAL_DIR`` before the dataset is swapped in).
+    """
     features = trial_features(modalities)
-    written = {}
-    for split in SPLITS:
-        rows = session.split_indices(split)
-        if len(rows) == 0:
-            continue
-        relative = trial_file(session.session_id, split)
-        path = Path(output_dir) / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table = trials_table(session.trial_columns(rows), features)
-        pq.write_table(table, path, row_group_size=PARQUET_ROW_GROUP_SIZE)
-        written[relative] = file_record(path, len(rows))
+    output_dir = Path(output_dir)
+    partial = output_dir / PARTIAL_DIR / f"{session.session_id}-{uuid.uuid4().hex[:8]}"
+    partial.mkdir(parents=True)
+    written, staged = {}, {}
+    try:
+        for split in SPLITS:
+            rows = session.split_indices(split)
+            if len(rows) == 0:
+                continue
+            relative = trial_file(session.session_id, split)
+            table = trials_table(session.trial_columns(rows), features)
+            staged[relative] = partial / f"{split}.parquet"
+            pq.write_table(table, staged[relative], row_group_size=PARQUET_ROW_GROUP_SIZE)
+            written[relative] = file_record(staged[relative], len(rows))
+        for relative, path in staged.items():
+            (output_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, output_dir / relative)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return written
+
+
+def session_content_hash(files: dict[str, dict[str, Any]]) -> str:
+    """SHA-256 over a session's ``{relative path: file record}`` (paths and file hashes): equal
+    for two builds exactly when they wrote the same files with the same bytes."""
+    digest = hashlib.sha256()
+    for relative in sorted(files):
+        digest.update(f"{relative}\0{files[relative]['sha256']}\n".encode())
+    return digest.hexdigest()
 
 
 def _write_table(table: Any, output_dir: Path, relative: str) -> dict[str, Any]:
@@ -258,57 +298,116 @@ def process_session(
         # probes left out because they have no spike sorting (listed, never silently dropped)
         "probes_without_spike_sorting": list(raw.metadata.get("probes_without_spike_sorting", [])),
         "files": list(written),
+        "content_sha256": session_content_hash(written),
         "_files": written,
         "_neurons": session.neurons,
         "_session": session.session,
     }
 
 
-# The sessions run in a `concurrent.futures` process pool rather than `datasets.Dataset.map(
-# num_proc=...)`: each task is a whole session whose results (files on disk, a neurons
-# DataFrame, a nested sessions row) are not dataset rows, `map` would cache its output in the
-# datasets cache keyed by the function (a rebuild could silently reuse an old load), and the
-# build must stop at the first corrupted file and cancel the sessions not yet started.
-def _process_sessions(
-    source: OneSource,
-    eids: Sequence[str],
-    output_dir: Path,
-    config: PreprocessingConfig,
-    options: dict[str, Any],
-) -> dict[str, dict[str, Any]]:
-    """Run :func:`process_session` on every id, in this process or ``num_proc`` workers."""
-    from tqdm.auto import tqdm
+@dataclass
+class SessionTask:
+    """The picklable per-session task an engine runs: :func:`process_session` with the
+    build's fixed arguments. ``one`` (a ONE instance) is only set for in-process runs."""
 
-    online, revision = options["online"], options["revision"]
-    results: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(eids), desc="sessions", unit="session", disable=not options["progress"])
+    source: OneSource
+    output_dir: Path
+    config: PreprocessingConfig
+    online: bool = False
+    revision: str | None = None
+    one: Any = None
+
+    def __call__(self, eid: str) -> dict[str, Any]:
+        """Build one session; returns its build-report entry."""
+        return process_session(
+            self.source, eid, self.output_dir, self.config, self.online, self.revision, self.one
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Reusing the sessions of the dataset being replaced
+# --------------------------------------------------------------------------------------------
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if options["num_proc"] <= 1:
-            for eid in eids:
-                results[eid] = process_session(
-                    source, eid, output_dir, config, online, revision, one=options["one"]
-                )
-                bar.update()
-            return results
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(
-            options["num_proc"], mp_context=context
-        ) as pool:
-            futures = {
-                pool.submit(process_session, source, eid, output_dir, config, online, revision): eid
-                for eid in eids
-            }
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update()
-            except BaseException:
-                for pending in futures:
-                    pending.cancel()
-                raise
-        return results
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _reusable_report(output_dir: Path, report: BuildReport) -> dict[str, Any] | None:
+    """The build report of the dataset at ``output_dir`` when its sessions may be reused: same
+    preprocessing, revision and modalities as this build; else ``None``."""
+    if not is_neds_dataset(output_dir):
+        return None
+    old = json.loads((output_dir / BUILD_REPORT_FILE).read_text())
+    same = (
+        old.get("preprocessing") == report.config.to_dict()
+        and old.get("revision") == report.revision
+        and old.get("modalities") == report.modalities
+    )
+    return old if same else None
+
+
+def _reuse_sessions(
+    output_dir: Path, staging: Path, report: BuildReport, eids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Entries of the requested sessions built in the dataset being replaced whose files still
+    have their recorded SHA-256; their files are linked (or copied) into ``staging`` and
+    their neurons and sessions rows read back, so the entry looks like a fresh build's."""
+    old = _reusable_report(output_dir, report)
+    if old is None:
+        return {}
+    old_entries = {entry["session_id"]: entry for entry in old.get("sessions", [])}
+    candidates = [eid for eid in eids if old_entries.get(eid, {}).get("status") == "ok"]
+    if not candidates:
+        return {}
+    neurons = pd.read_parquet(output_dir / NEURONS_FILE)
+    session_rows = {
+        row["session_id"]: row for row in pq.read_table(output_dir / SESSIONS_FILE).to_pylist()
+    }
+    reused = {}
+    for eid in candidates:
+        entry = dict(old_entries[eid])
+        records = {name: old["files"].get(name) for name in entry.get("files", [])}
+        intact = eid in session_rows and all(
+            record is not None
+            and (output_dir / name).is_file()
+            and file_record(output_dir / name, record["rows"]) == record
+            for name, record in records.items()
+        )
+        if not intact:
+            continue  # rebuilt: a file is missing or changed since it was recorded
+        for name in records:
+            _link_or_copy(output_dir / name, staging / name)
+        entry.update(
+            content_sha256=session_content_hash(records),
+            reused=True,
+            _files=records,
+            _neurons=neurons[neurons["session_id"] == eid].reset_index(drop=True),
+            _session=session_rows[eid],
+        )
+        reused[eid] = entry
+    return reused
+
+
+def _process_sessions(
+    engine: SessionEngine,
+    task: SessionTask,
+    eids: Sequence[str],
+    reused: dict[str, dict[str, Any]],
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """Run ``task`` on the engine for every id not in ``reused``; then remove the partial
+    files of workers that died (their sessions were retried or the build failed)."""
+    todo = [eid for eid in eids if eid not in reused]
+    try:
+        results = engine.run(task, todo, progress=progress) if todo else {}
     finally:
-        bar.close()
+        shutil.rmtree(task.output_dir / PARTIAL_DIR, ignore_errors=True)
+    return {**reused, **results}
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,21 +507,29 @@ def build_dataset(
     progress: bool = True,
     overwrite: bool = False,
     force_overwrite_non_dataset: bool = False,
+    engine: str | SessionEngine = "local",
+    rebuild_sessions: bool = False,
 ) -> BuildReport:
     """Build the Parquet dataset, its card and ``build_report.json`` for the given sessions.
 
     ``one_factory_or_cache_dir`` is a ONE cache directory (opened with
     :func:`neds_hf.data.ibl.make_one`, online or not) or a zero-argument callable returning a
-    ONE instance (picklable, e.g. a module-level function, when ``num_proc > 1``). Every id is
-    checked first: an unknown one raises :class:`neds_hf.data.ibl.SessionNotFoundError` before
-    any work. Sessions run in ``num_proc`` worker processes, each with its own ONE. Sessions
-    with missing or invalid data, or left with no trial or neuron, are skipped and reported; a
+    ONE instance (picklable, e.g. a module-level function, when sessions run in other
+    processes). Every id is checked first: an unknown one raises
+    :class:`neds_hf.data.ibl.SessionNotFoundError` before any work. Sessions run on
+    ``engine``: ``"local"`` (``num_proc`` worker processes), ``"ray"`` (one Ray task per
+    session; ``num_proc`` CPUs for a local Ray instance) or a
+    :class:`~neds_hf.data.engines.SessionEngine`; each worker opens its own ONE. Sessions with
+    missing or invalid data, or left with no trial or neuron, are skipped and reported; a
     corrupted file aborts the build with the loader's error naming the file. See the module
-    docstring for what happens to an existing output (atomic swap, lock, ``overwrite``).
+    docstring for what happens to an existing output (atomic swap, lock, ``overwrite``,
+    reused sessions unless ``rebuild_sessions``).
     """
     config = config or PreprocessingConfig()
     eids = _validated_eids(eids)
     output_dir = Path(output_dir)
+    if isinstance(engine, str):
+        engine = make_engine(engine, num_proc=num_proc)
     one = _make_one(one_factory_or_cache_dir, online)
     source = _describe_source(one_factory_or_cache_dir, online)
     missing = _missing_session_ids(one, eids)
@@ -430,13 +537,6 @@ def build_dataset(
         raise SessionNotFoundError(
             missing[0], f"not in the {source}; unknown ids: " + ", ".join(missing)
         )
-    options = {
-        "online": online,
-        "revision": revision,
-        "num_proc": num_proc,
-        "progress": progress,
-        "one": one,
-    }
     with OutputLock(output_dir, "prepare-data"):
         _check_output_dir(output_dir, overwrite, force_overwrite_non_dataset)
         report = BuildReport(
@@ -449,6 +549,15 @@ def build_dataset(
             package_versions=package_versions(),
         )
         with atomic_directory(output_dir) as staging:
-            results = _process_sessions(one_factory_or_cache_dir, eids, staging, config, options)
+            reused = {} if rebuild_sessions else _reuse_sessions(output_dir, staging, report, eids)
+            task = SessionTask(
+                one_factory_or_cache_dir,
+                Path(staging),
+                config,
+                online,
+                revision,
+                one=one if engine.runs_in_process else None,
+            )
+            results = _process_sessions(engine, task, eids, reused, progress)
             _write_dataset(staging, report, results, eids)
     return report

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..locking import OutputLockedError
 from .build import build_dataset
+from .engines import ENGINE_NAMES, make_engine
 from .errors import CorruptedFileError, SessionNotFoundError
 from .preprocess import PreprocessingConfig
 from .schema import BUILD_REPORT_FILE
@@ -93,7 +94,40 @@ def add_prepare_data_arguments(
         metavar=("START", "END"),
         help=f"window around the alignment event in seconds (default {defaults.window})",
     )
-    parser.add_argument("--num-proc", type=int, default=1, metavar="N", help="worker processes")
+    parser.add_argument(
+        "--num-proc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes (local engine) or CPUs of a local Ray instance (default 1)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_NAMES,
+        default="local",
+        help="where sessions run: local (process pool) or ray (one task per session; joins "
+        "the cluster at --ray-address / RAY_ADDRESS, else starts a local Ray; needs "
+        "pip install 'neds_hf[scale]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join (default: the RAY_ADDRESS environment variable)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="times a Ray session task is retried when its worker dies (default 3)",
+    )
+    parser.add_argument(
+        "--rebuild-sessions",
+        action="store_true",
+        help="with --overwrite, rebuild every session instead of reusing the ones of the "
+        "existing dataset whose files still match its build report",
+    )
     parser.add_argument("--revision", default=None, help="ONE dataset revision to load")
     parser.add_argument(
         "--qc-only", action="store_true", help="keep only clusters with qc_label == 1"
@@ -170,6 +204,12 @@ def run_prepare_data(args: argparse.Namespace) -> int:
             min_firing_rate=args.min_firing_rate,
             qc_only=args.qc_only,
         )
+        engine = make_engine(
+            args.engine,
+            num_proc=args.num_proc,
+            ray_address=args.ray_address,
+            max_retries=args.max_retries,
+        )
         report = build_dataset(
             args.cache_dir,
             eids,
@@ -181,6 +221,8 @@ def run_prepare_data(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             overwrite=args.overwrite,
             force_overwrite_non_dataset=args.force_overwrite_non_dataset,
+            engine=engine,
+            rebuild_sessions=args.rebuild_sessions,
         )
     except (
         SessionNotFoundError,
@@ -188,6 +230,7 @@ def run_prepare_data(args: argparse.Namespace) -> int:
         FileNotFoundError,
         FileExistsError,
         OutputLockedError,
+        ImportError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -195,8 +238,10 @@ def run_prepare_data(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     skipped = report.skipped
+    reused = sum(1 for entry in report.sessions if entry.get("reused"))
     print(
         f"built {len(report.built_session_ids)} session(s) into {args.output}"
+        + (f" ({reused} reused from the previous build)" if reused else "")
         + (f"; skipped {len(skipped)}: {json.dumps(skipped)}" if skipped else "")
         + f"; see {Path(args.output) / BUILD_REPORT_FILE}"
     )

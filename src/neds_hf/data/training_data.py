@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,34 +43,19 @@ _ITEM_DTYPES = {"spikes": np.int32, "continuous": np.float32}
 EXTRA_TRIAL_COLUMNS = ("reward", "contrast", "stim_on_time")
 
 
-class NedsTrialDataset(Dataset):
-    """Trials of some sessions and one split of a built dataset, as collator-ready dicts.
-
-    Each item is ``{"session_id": str, "trial_id": int, <modality>: value}`` for every modality
-    the dataset declares (:func:`~neds_hf.data.load_modalities`): spikes int32 ``[N, T]``,
-    continuous behaviour float32 ``[T]``, a trial-level label int (for the IBL datasets:
-    ``wheel_speed``, ``whisker_motion_energy``, ``choice``, ``block``), plus
-    ``extra_columns``. Behaviours are in physical units; the collator normalises them with
-    :attr:`normalization`.
-
-    Args:
-        path_or_repo: local folder or Hub repo id of a dataset written by ``build_dataset``.
-        split: ``"train"``, ``"validation"`` or ``"test"``.
-        sessions: session ids to serve (default: every session of the dataset, in the
-            sessions-table order).
-        region_column: neurons-table column used for :attr:`neuron_regions`.
-        extra_columns: more trial columns to include (from :data:`EXTRA_TRIAL_COLUMNS`).
-        load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
-    """
+class _TrialsMetadata:
+    """What the model needs per session, read from the sessions and neurons tables: the
+    served session ids, the sessions rows, normalisation constants, neuron counts and regions,
+    and the declared modalities (shared by the in-memory and the streaming trials)."""
 
     def __init__(
         self,
         path_or_repo: str | os.PathLike,
-        split: str = "train",
-        sessions: Sequence[str] | None = None,
-        region_column: str = "region_beryl",
-        extra_columns: Sequence[str] = (),
-        **load_kwargs: Any,
+        split: str,
+        sessions: Sequence[str] | None,
+        region_column: str,
+        extra_columns: Sequence[str],
+        load_kwargs: dict[str, Any],
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -104,22 +89,13 @@ class NedsTrialDataset(Dataset):
                     f"sessions table says {self.n_neurons[session_id]} neurons"
                 )
             self.neuron_regions[session_id] = regions
-
-        whole = sessions is None
-        trials = load_neds_dataset(path_or_repo, None if whole else self.session_ids, **load_kwargs)
         self.split = split
         #: ``{column: kind}`` of the declared modalities, in the dataset's order.
         self.modality_kinds = {spec["name"]: spec["kind"] for spec in load_modalities(path_or_repo)}
         self.columns = (*TRIAL_KEY_COLUMNS, *self.modality_kinds, *extra_columns)
-        self.trials = trials[split].select_columns(list(self.columns)).with_format("numpy")
-        #: Session id of every item, ``(n_items,)``.
-        self.item_session_ids = np.asarray(self.trials.with_format(None)["session_id"], dtype=str)
 
-    def __len__(self) -> int:
-        return len(self.trials)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.trials[int(index)]
+    def _item(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """One trial row (numpy-formatted or plain Python values) as a collator-ready dict."""
         item: dict[str, Any] = {
             "session_id": str(row["session_id"]),
             "trial_id": int(row["trial_id"]),
@@ -133,6 +109,49 @@ class NedsTrialDataset(Dataset):
         for column in self.columns[len(TRIAL_KEY_COLUMNS) + len(self.modality_kinds) :]:
             item[column] = row[column].item() if hasattr(row[column], "item") else row[column]
         return item
+
+
+class NedsTrialDataset(_TrialsMetadata, Dataset):
+    """Trials of some sessions and one split of a built dataset, as collator-ready dicts.
+
+    Each item is ``{"session_id": str, "trial_id": int, <modality>: value}`` for every modality
+    the dataset declares (:func:`~neds_hf.data.load_modalities`): spikes int32 ``[N, T]``,
+    continuous behaviour float32 ``[T]``, a trial-level label int (for the IBL datasets:
+    ``wheel_speed``, ``whisker_motion_energy``, ``choice``, ``block``), plus
+    ``extra_columns``. Behaviours are in physical units; the collator normalises them with
+    :attr:`normalization`.
+
+    Args:
+        path_or_repo: local folder or Hub repo id of a dataset written by ``build_dataset``.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        sessions: session ids to serve (default: every session of the dataset, in the
+            sessions-table order).
+        region_column: neurons-table column used for :attr:`neuron_regions`.
+        extra_columns: more trial columns to include (from :data:`EXTRA_TRIAL_COLUMNS`).
+        load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
+    """
+
+    def __init__(
+        self,
+        path_or_repo: str | os.PathLike,
+        split: str = "train",
+        sessions: Sequence[str] | None = None,
+        region_column: str = "region_beryl",
+        extra_columns: Sequence[str] = (),
+        **load_kwargs: Any,
+    ) -> None:
+        super().__init__(path_or_repo, split, sessions, region_column, extra_columns, load_kwargs)
+        whole = sessions is None
+        trials = load_neds_dataset(path_or_repo, None if whole else self.session_ids, **load_kwargs)
+        self.trials = trials[split].select_columns(list(self.columns)).with_format("numpy")
+        #: Session id of every item, ``(n_items,)``.
+        self.item_session_ids = np.asarray(self.trials.with_format(None)["session_id"], dtype=str)
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._item(self.trials[int(index)])
 
     def session_indices(self) -> dict[str, np.ndarray]:
         """Item indices of each session, ``{session_id: (n_session_items,) int64}``."""

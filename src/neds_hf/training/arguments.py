@@ -195,6 +195,18 @@ class NedsTrainingArguments(_ConfigArguments):
             "divided by the processes per node)."
         },
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the train and validation trials (datasets streaming=True, sharded "
+            "per rank with split_dataset_by_node, a shuffle buffer per epoch) instead of "
+            "loading them: memory stays flat as sessions grow."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "Rows in the streaming shuffle buffer (0 = file order; streaming only)."},
+    )
     dataloader_num_workers: int = field(
         default=0, metadata={"help": "DataLoader worker processes (0 = load in the main one)."}
     )
@@ -296,6 +308,7 @@ class NedsTrainingArguments(_ConfigArguments):
                 "early_stopping_patience",
                 "num_threads",
                 "dataloader_num_workers",
+                "shuffle_buffer_size",
             ),
         }
         for minimum, names in at_least.items():
@@ -327,6 +340,11 @@ class NedsTrainingArguments(_ConfigArguments):
             errors.append("freeze_encoder=warmup needs freeze_warmup_steps > 0")
         if self.dataloader_prefetch_factor is not None and self.dataloader_num_workers == 0:
             errors.append("dataloader_prefetch_factor needs dataloader_num_workers > 0")
+        if self.streaming and self.dataloader_num_workers > 0:
+            errors.append(
+                "streaming reads its trials in the training process: set "
+                "dataloader_num_workers=0 (each worker would read the whole stream again)"
+            )
         if self.push_to_hub and not self.hub_model_id:
             errors.append("push_to_hub needs hub_model_id (ORG/NAME)")
         return errors

@@ -92,6 +92,8 @@ def run_fingerprint(
     """The settings that make a run what it is; a resume must match them exactly."""
     fingerprint = {key: getattr(args, key) for key in FINGERPRINT_FIELDS}
     fingerprint["num_processes"] = num_processes
+    if args.streaming:  # absent otherwise, so in-memory checkpoints keep their fingerprint
+        fingerprint["streaming"] = {"shuffle_buffer_size": args.shuffle_buffer_size}
     fingerprint["model_config_sha"] = _config_digest(config)
     return fingerprint
 

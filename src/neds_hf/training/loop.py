@@ -60,6 +60,7 @@ from .setup import (
     build_scheduler,
     check_dataset_source,
     configure_threads,
+    load_streaming_data,
     load_training_data,
     prepare_model,
 )
@@ -205,7 +206,12 @@ class NedsTrainer:
         self.output_dir = Path(args.output_dir)
         self.is_main = accelerator.is_main_process
         # ---- data and model (errors here come before any training)
-        self.train_data, self.eval_data, features = load_training_data(args)
+        if args.streaming:
+            self.train_data, self.eval_data, features = load_streaming_data(
+                args, accelerator.num_processes, accelerator.process_index
+            )
+        else:
+            self.train_data, self.eval_data, features = load_training_data(args)
         model = prepare_model(args, self.train_data, features)
         self.config = model.config
         self.fingerprint = run_fingerprint(args, self.config, accelerator.num_processes)
@@ -246,19 +252,26 @@ class NedsTrainer:
         return checkpoint
 
     def _build_sampler(self) -> None:
-        """The session-aware batch sampler (sharded over ranks) and the step counts."""
+        """The session-aware batch sampler (sharded over ranks) and the step counts; a
+        streamed dataset shards itself and has a fixed number of batches per epoch and rank."""
         from ..data.training_data import SessionBatchSampler
 
         args = self.args
-        self.sampler = SessionBatchSampler(
-            self.train_data,
-            args.per_device_train_batch_size,
-            mode=args.batch_sampling,
-            seed=args.seed,
-            num_replicas=self.accelerator.num_processes,
-            rank=self.accelerator.process_index,
-        )
-        self.batches_per_epoch = len(self.sampler)
+        if args.streaming:
+            self.sampler = None
+            self.batches_per_epoch = self.train_data.steps_per_epoch(
+                args.per_device_train_batch_size
+            )
+        else:
+            self.sampler = SessionBatchSampler(
+                self.train_data,
+                args.per_device_train_batch_size,
+                mode=args.batch_sampling,
+                seed=args.seed,
+                num_replicas=self.accelerator.num_processes,
+                rank=self.accelerator.process_index,
+            )
+            self.batches_per_epoch = len(self.sampler)
         if self.batches_per_epoch == 0:
             raise ValueError(f"dataset {args.dataset}: the train split has no batches")
         accumulation = args.gradient_accumulation_steps
@@ -281,16 +294,21 @@ class NedsTrainer:
             neuron_regions=self.train_data.neuron_regions,
         )
         self.collate = _SeededMasking(collator, args.seed, self.accelerator.process_index)
-        self.eval_trials = (
-            [self.eval_data[i] for i in range(len(self.eval_data))] if self.is_main else []
-        )
+        if not self.is_main:
+            self.eval_trials = []
+        elif self.args.streaming:
+            self.eval_trials = list(self.eval_data.iter_all())
+        else:
+            self.eval_trials = [self.eval_data[i] for i in range(len(self.eval_data))]
 
     # ---------------------------------------------------------------------------------------
     def _epoch_loader(self, epoch: int) -> Any:
         """This epoch's DataLoader, skipping the batches a resumed run has already trained on."""
         args = self.args
-        self.sampler.set_epoch(epoch)
         self.collate.epoch = epoch
+        if args.streaming:
+            return self._streaming_epoch(epoch)
+        self.sampler.set_epoch(epoch)
         workers = args.dataloader_num_workers
         pin_memory = args.dataloader_pin_memory
         if pin_memory is None:
@@ -308,6 +326,22 @@ class NedsTrainer:
         )
         skip = self.state["batch_in_epoch"]
         return self.accelerator.skip_first_batches(loader, skip) if skip else loader
+
+    def _streaming_epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """This epoch's batches from the streamed trials, without Accelerate (which would
+        re-dispatch an iterable from rank 0): the rank's own shard, a fixed number of batches.
+
+        A resumed run reads and drops the batches already trained on; the stream's order is a
+        pure function of (seed, epoch, world size), so it continues with the same batches.
+        """
+        skip = self.state["batch_in_epoch"]
+        self.train_data.set_epoch(epoch)
+        batches = self.train_data.batches(
+            self.args.per_device_train_batch_size, self.batches_per_epoch, self.args.batch_sampling
+        )
+        for index, examples in enumerate(batches):
+            if index >= skip:
+                yield self.collate(examples)
 
     def _micro_step(self, batch: Mapping[str, torch.Tensor]) -> bool:
         """Forward and backward of one micro-batch; True when it closes an accumulation group.

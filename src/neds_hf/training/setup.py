@@ -34,6 +34,7 @@ __all__ = [
     "build_scheduler",
     "check_dataset_source",
     "configure_threads",
+    "load_streaming_data",
     "load_training_data",
     "mean_counts_per_bin",
     "parameter_groups",
@@ -127,8 +128,54 @@ def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
     return train_data, eval_data, features
 
 
+def load_streaming_data(
+    args: Any, num_processes: int, process_index: int
+) -> tuple[Any, Any, Mapping[str, Any]]:
+    """The train trials streamed and sharded for this rank, the validation trials streamed
+    (read whole by the main process), and the streamed features; the features are checked
+    against the declared trials schema like :func:`load_training_data` does."""
+    from ..data.load import load_modalities
+    from ..data.schema import trial_features
+    from ..data.streaming import NedsStreamingTrials
+
+    train_data = NedsStreamingTrials(
+        args.dataset,
+        "train",
+        sessions=args.sessions,
+        shuffle_buffer_size=args.shuffle_buffer_size,
+        seed=args.seed,
+        num_replicas=num_processes,
+        rank=process_index,
+    )
+    eval_data = NedsStreamingTrials(
+        args.dataset,
+        "validation",
+        sessions=args.sessions,
+        shuffle_buffer_size=0,
+        num_replicas=1,
+        rank=0,
+    )
+    features = train_data.features
+    expected = trial_features(load_modalities(args.dataset))
+    # the streamed columns only (the stream selects them); each must have its declared type
+    wrong = [
+        name
+        for name in train_data.columns
+        if name in expected and (features is None or features.get(name) != expected[name])
+    ]
+    if wrong:
+        raise ValueError(
+            f"dataset {args.dataset} does not match the neds_hf trials schema: columns of "
+            f"another type or without type {wrong}"
+        )
+    return train_data, eval_data, features
+
+
 def mean_counts_per_bin(trials: Any, session_ids: Sequence[str]) -> dict[str, np.ndarray]:
-    """Each neuron's mean spike count per bin over a trial dataset, ``{session_id: (N,)}``."""
+    """Each neuron's mean spike count per bin over a trial dataset, ``{session_id: (N,)}``
+    (a streamed dataset computes it in one pass over its stream)."""
+    if hasattr(trials, "mean_counts_per_bin"):
+        return trials.mean_counts_per_bin(session_ids)
     means = {}
     indices = trials.session_indices()
     for session_id in session_ids:
