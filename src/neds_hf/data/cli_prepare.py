@@ -251,7 +251,9 @@ def run_prepare_data(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m neds_hf.data.cli_prepare``)."""
     parser = add_prepare_data_arguments(
-        argparse.ArgumentParser(prog="neds-hf prepare-data", description=__doc__)
+        argparse.ArgumentParser(
+            prog="neds-hf prepare-data", description=__doc__, allow_abbrev=False
+        )
     )
     return run_prepare_data(parser.parse_args(argv))
 
