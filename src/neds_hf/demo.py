@@ -1,4 +1,5 @@
-"""``neds-hf demo``: the whole NEDS pipeline end to end on the embedded synthetic corpus.
+"""``neds-hf demo``: the whole NEDS pipeline end to end on the embedded synthetic corpus
+(realistic preset by default) or on the sessions of any ONE cache (``--cache-dir``).
 
 Runs offline on a CPU in a few minutes with the default sizes:
 
@@ -7,9 +8,10 @@ Runs offline on a CPU in a few minutes with the default sizes:
 3. pretrain NEDS on the pretraining sessions;
 4. fine-tune the pretrained model on the held-out sessions;
 5. train the same architecture from scratch on the held-out sessions alone (same steps);
-6. evaluate on the held-out sessions' test trials: both NEDS models, the oracle (the true
-   expected spike counts of the generative model), a reduced-rank linear encoder and
-   ridge / logistic decoders; run the region probe on the per-neuron embeddings;
+6. evaluate on the held-out sessions' test trials: both NEDS models, the oracle (the
+   expected spike counts of the generative model given the behaviour a model observes, the
+   stimulus and latent noise marginalised; synthetic sessions only), a reduced-rank linear
+   encoder and ridge / logistic decoders; run the region probe on the per-neuron embeddings;
 7. write ``<output>/report/`` (``report.md``, ``results.json``, plots) and ``<output>/model``
    (the fine-tuned model with a card whose ``model-index`` carries the test numbers).
 
@@ -79,7 +81,7 @@ DEFAULT_OUTPUT_DIR = "neds_demo_report"
 DEMO_SUBDIRS = ("one_cache", "dataset", "runs", "model", "report")
 #: Methods of the results table, in row order, with their display names.
 METHODS = {
-    "oracle": "Oracle (true rates)",
+    "oracle": "Oracle (expected counts given behaviour)",
     "neds_finetuned": "NEDS fine-tuned (pretrained)",
     "neds_scratch": "NEDS from scratch",
     "linear_encoder": "Linear encoder (reduced-rank)",
@@ -1157,7 +1159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="neds-hf demo",
         description="Run NEDS end to end on a synthetic IBL-like corpus (offline, CPU): "
-        "pretrain, fine-tune on held-out sessions, evaluate against the true rates "
+        "pretrain, fine-tune on held-out sessions, evaluate against the oracle rates "
         "and linear baselines, and write a report.",
     )
     add_demo_arguments(parser)

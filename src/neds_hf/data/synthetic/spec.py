@@ -73,7 +73,9 @@ class SyntheticPreset:
 #: makes every covariate easy to decode; ``realistic`` imitates IBL recordings: choice and block
 #: are weak, distributed signals (choice starting with the movement it accompanies), wheel
 #: tuning is moderate and shared per-region latents add variability that behaviour does not
-#: explain, so linear decoders from counts land near typical IBL values.
+#: explain, so linear decoders from counts land near typical IBL values (calibrated with
+#: ``neds_hf.baselines`` on 300-trial, 60-unit sessions: choice balanced accuracy ~0.85, block
+#: ~0.6, wheel-speed R² ~0.4 from binned counts).
 PRESETS: dict[str, SyntheticPreset] = {
     "easy": SyntheticPreset(
         name="easy",
@@ -85,9 +87,9 @@ PRESETS: dict[str, SyntheticPreset] = {
     ),
     "realistic": SyntheticPreset(
         name="realistic",
-        covariate_gain=(0.5, 0.6, 0.35, 0.25, 0.8, 0.8),
+        covariate_gain=(1.4, 0.6, 0.7, 0.3, 0.8, 0.8),
         latent_mixing=0.25,
-        latent_noise=1.0,
+        latent_noise=0.7,
         region_loading=0.5,
         choice_onset_s=0.05,
     ),
