@@ -250,8 +250,14 @@ def test_own_sessions_options_are_checked(tmp_path, capsys):
         argv = ["--output", str(tmp_path / "out"), *extra]
         assert run_demo_cli(parser.parse_args(argv)) == 2, extra
         assert message in capsys.readouterr().err, extra
+    inside = tmp_path / "out" / "one_cache"
+    inside.mkdir(parents=True)
+    argv = ["--output", str(tmp_path / "out"), "--cache-dir", str(inside), "--eids-file"]
+    assert run_demo_cli(parser.parse_args([*argv, str(eids_file), "--heldout-eids", "a"])) == 2
+    assert "lies in the demo folder" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "report").exists()
     eids_file.write_text("a\na\n")
     argv = ["--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path), "--eids-file"]
     assert run_demo_cli(parser.parse_args([*argv, str(eids_file), "--heldout-eids", "a"])) == 2
     assert "more than once" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one_cache"]

@@ -810,7 +810,7 @@ def run_demo(
     )
     check_demo_settings(**sizes, preset=preset)
     if cache_dir is not None:
-        check_own_sessions(cache_dir, eids, heldout_eids)
+        check_own_sessions(cache_dir, eids, heldout_eids, output_dir)
     elif eids is not None or heldout_eids is not None:
         raise ValueError("eids and heldout_eids are only used with cache_dir")
     output_dir = Path(output_dir)
@@ -961,12 +961,25 @@ def read_eids_file(path: str | Path) -> list[str]:
 
 
 def check_own_sessions(
-    cache_dir: str | Path, eids: Sequence[str] | None, heldout_eids: Sequence[str] | None
+    cache_dir: str | Path,
+    eids: Sequence[str] | None,
+    heldout_eids: Sequence[str] | None,
+    output_dir: str | Path | None = None,
 ) -> None:
-    """Raise a ValueError unless `cache_dir` is a folder and `heldout_eids` are some, not all,
-    of `eids` (at least one session is left for pretraining)."""
+    """Raise a ValueError unless `cache_dir` is a folder outside the demo folders of
+    `output_dir` (which ``overwrite`` replaces) and `heldout_eids` are some, not all, of
+    `eids` (at least one session is left for pretraining)."""
     if not Path(cache_dir).is_dir():
         raise ValueError(f"--cache-dir {cache_dir} is not a folder")
+    if output_dir is not None:
+        cache = Path(cache_dir).resolve()
+        for name in DEMO_SUBDIRS:
+            folder = (Path(output_dir) / name).resolve()
+            if cache == folder or folder in cache.parents:
+                raise ValueError(
+                    f"--cache-dir {cache_dir} lies in the demo folder {folder}, which the "
+                    "demo writes; copy the cache elsewhere or choose another --output"
+                )
     if not eids or not heldout_eids:
         raise ValueError("--cache-dir needs --eids-file and --heldout-eids")
     unknown = [eid for eid in heldout_eids if eid not in eids]
@@ -1130,7 +1143,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
                 eids=read_eids_file(args.eids_file),
                 heldout_eids=args.heldout_eids,
             )
-            check_own_sessions(**own)
+            check_own_sessions(**own, output_dir=args.output)
         elif args.eids_file is not None or args.heldout_eids is not None:
             raise ValueError("--eids-file and --heldout-eids need --cache-dir")
         check_output_dir(args.output, args.overwrite)
