@@ -203,21 +203,22 @@ def test_demo_on_own_one_cache(tmp_path, capsys):
 
     cache = tmp_path / "cache"
     eids = make_synthetic_cache(
-        cache, 4, seed=5, n_trials=60, n_neurons_per_probe=20, first_block_trials=20
+        cache, 5, seed=5, n_trials=60, n_neurons_per_probe=20, first_block_trials=20
     )
     (cache / GROUND_TRUTH_DIRNAME / f"{eids[3]}.npz").unlink()
     eids_file = tmp_path / "eids.txt"
     eids_file.write_text("# my sessions\n" + "\n".join(eids) + "\n\n")
     output_dir = tmp_path / "out"
     argv = ["--output", str(output_dir), "--cache-dir", str(cache), "--eids-file"]
-    argv += [str(eids_file), "--heldout-eids", f"{eids[0]},{eids[3]}", "--no-progress"]
+    argv += [str(eids_file), "--heldout-eids", f"{eids[3]},{eids[0]}", "--no-progress"]
     argv += ["--hidden-size", "32", "--pretrain-steps", "8", "--finetune-steps", "4"]
     parser = add_demo_arguments(argparse.ArgumentParser())
     assert run_demo_cli(parser.parse_args(argv)) == 0
     assert "Oracle" in capsys.readouterr().out
     saved = json.loads((output_dir / "report" / "results.json").read_text())
-    assert saved["sessions"]["heldout"] == [eids[0], eids[3]]
-    assert saved["sessions"]["pretrain"] == [eids[1], eids[2]]
+    # the held-out sessions as listed (not the default --heldout count), the others pretrain
+    assert saved["sessions"]["heldout"] == [eids[3], eids[0]]
+    assert saved["sessions"]["pretrain"] == [eids[1], eids[2], eids[4]]
     assert not (output_dir / "one_cache").exists()  # the user's cache is used in place
     _check_results_schema(saved, [eids[0], eids[3]])
     per_session = saved["results"]["per_session"]
@@ -225,7 +226,7 @@ def test_demo_on_own_one_cache(tmp_path, capsys):
     assert per_session[eids[3]]["scores"]["oracle"]["bps"] is None
     assert any("no ground truth" in note for note in saved["notes"])
     command = saved["command"]
-    assert f"--cache-dir {cache}" in command and f"--heldout-eids {eids[0]},{eids[3]}" in command
+    assert f"--cache-dir {cache}" in command and f"--heldout-eids {eids[3]},{eids[0]}" in command
     assert (output_dir / "report" / "eids.txt").read_text().split() == eids
 
 

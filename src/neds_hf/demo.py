@@ -234,10 +234,8 @@ def _build_corpus(
     n_sessions, n_trials = settings["n_sessions"], settings["n_trials"]
     if settings["cache_dir"] is not None:
         with timer.stage("synthetic_corpus", f"using the ONE cache {paths['one_cache']}"):
-            eids = list(settings["eids"])
-            heldout = set(settings["heldout_eids"])
-            ordered = [e for e in eids if e not in heldout] + list(settings["heldout_eids"])
-            eids, n_sessions = ordered, len(ordered)
+            heldout_eids = list(settings["heldout_eids"])
+            eids = [e for e in settings["eids"] if e not in heldout_eids] + heldout_eids
     else:
         with timer.stage(
             "synthetic_corpus",
@@ -255,6 +253,7 @@ def _build_corpus(
                 first_block_trials=min(90, n_trials // 3),
                 preset=settings["preset"],
             )
+            heldout_eids = eids[n_sessions - settings["n_heldout"] :]
     with timer.stage("dataset", f"building the dataset through ONE into {paths['dataset']}"):
         build = build_dataset(
             paths["one_cache"], eids, paths["dataset"], progress=settings["progress"]
@@ -263,9 +262,9 @@ def _build_corpus(
             message = f"session {session_id} skipped by the dataset build: {reason}"
             logger.warning(message)
             notes.append(message)
-        built, n_pretrain = build.built_session_ids, n_sessions - settings["n_heldout"]
-        pretrain_sessions = [e for e in eids[:n_pretrain] if e in built]
-        heldout_sessions = [e for e in eids[n_pretrain:] if e in built]
+        built = build.built_session_ids
+        pretrain_sessions = [e for e in eids if e in built and e not in heldout_eids]
+        heldout_sessions = [e for e in heldout_eids if e in built]
         if not pretrain_sessions or not heldout_sessions:
             raise RuntimeError(
                 f"after skipping {build.skipped}, {len(pretrain_sessions)} "
