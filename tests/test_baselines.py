@@ -162,3 +162,22 @@ def test_logistic_decoder_bad_input():
     labels[0] = 1
     with pytest.raises(ValueError, match="at least 2 trials"):
         fit_logistic_decoder(counts, labels)
+
+
+def test_oracle_expected_counts_names_a_missing_ground_truth_array():
+    import pandas as pd
+
+    from neds_hf.baselines import oracle_expected_counts
+
+    truth = {
+        "eid": "abc",
+        "cluster_probe": np.array(["probe00", "probe00"]),
+        "cluster_id": np.array([0, 1]),
+        "expected_counts": np.arange(2 * 2 * 3, dtype=float).reshape(2, 2, 3),  # (n, C, T)
+    }
+    neurons = pd.DataFrame({"probe": ["probe00"], "cluster_id": [1]})
+    counts = oracle_expected_counts(truth, neurons, np.array([1]))
+    assert counts.shape == (1, 3, 1)
+    np.testing.assert_array_equal(counts[0, :, 0], truth["expected_counts"][1, 1])
+    with pytest.raises(ValueError, match=r"abc.*no 'expected_counts_observed'"):
+        oracle_expected_counts(truth, neurons, np.array([1]), array="expected_counts_observed")

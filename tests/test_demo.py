@@ -153,3 +153,112 @@ def test_bad_settings_are_rejected_before_writing(tmp_path):
     with pytest.raises(ValueError, match="pretrain_steps must be >= 1"):
         run_demo(output_dir, **{**TINY, "pretrain_steps": 0})
     assert not output_dir.exists()
+
+
+def _check_results_schema(saved: dict, heldout: list[str]) -> None:
+    """The stable ``results`` block of results.json (RESULTS_SCHEMA_VERSION)."""
+    from neds_hf.demo import RESULTS_SCHEMA_VERSION
+
+    assert saved["schema_version"] == RESULTS_SCHEMA_VERSION == 1
+    block = saved["results"]
+    assert block["schema_version"] == 1
+    assert block["metrics"] == list(TABLE_METRICS)
+    assert set(block["per_session"]) == set(heldout)
+    for session_id, entry in block["per_session"].items():
+        sizes = entry["split_sizes"]
+        assert set(sizes) == {"train", "validation", "test"}
+        assert all(isinstance(n, int) and n > 0 for n in sizes.values()), sizes
+        assert set(entry["scores"]) == set(block["methods"])
+        for method, scores in entry["scores"].items():
+            assert list(scores) == block["metrics"], (session_id, method)
+            assert all(v is None or isinstance(v, float) for v in scores.values())
+        for metric in TABLE_METRICS:  # NEDS is scored on every metric
+            assert isinstance(entry["scores"]["neds_finetuned"][metric], float)
+            neds = saved["methods"]["neds_finetuned"]["per_session"][session_id][metric]
+            assert entry["scores"]["neds_finetuned"][metric] == pytest.approx(neds)
+    average = block["average"]
+    assert average["n_sessions"] == len(heldout)
+    assert average["split_sizes"] == {
+        split: sum(e["split_sizes"][split] for e in block["per_session"].values())
+        for split in ("train", "validation", "test")
+    }
+    assert average["split_sizes"]["test"] == saved["n_test_trials"]
+    assert average["scores"]["neds_scratch"]["bps"] == pytest.approx(
+        saved["methods"]["neds_scratch"]["average"]["bps"]
+    )
+
+
+@pytest.mark.slow
+def test_demo_results_schema(demo_run):
+    _, results = demo_run
+    _check_results_schema(results, results["sessions"]["heldout"])
+    assert results["settings"]["preset"] == "realistic"  # the demo's default corpus
+
+
+@pytest.mark.slow
+def test_demo_on_own_one_cache(tmp_path, capsys):
+    """--cache-dir / --eids-file / --heldout-eids on a tiny synthetic ONE cache whose second
+    held-out session has no ground truth (so no oracle score there)."""
+    from neds_hf.data.synthetic import GROUND_TRUTH_DIRNAME, make_synthetic_cache
+
+    cache = tmp_path / "cache"
+    eids = make_synthetic_cache(
+        cache, 5, seed=5, n_trials=60, n_neurons_per_probe=20, first_block_trials=20
+    )
+    (cache / GROUND_TRUTH_DIRNAME / f"{eids[3]}.npz").unlink()
+    eids_file = tmp_path / "eids.txt"
+    eids_file.write_text("# my sessions\n" + "\n".join(eids) + "\n\n")
+    output_dir = tmp_path / "out"
+    argv = ["--output", str(output_dir), "--cache-dir", str(cache), "--eids-file"]
+    argv += [str(eids_file), "--heldout-eids", f"{eids[3]},{eids[0]}", "--no-progress"]
+    argv += ["--hidden-size", "32", "--pretrain-steps", "8", "--finetune-steps", "4"]
+    parser = add_demo_arguments(argparse.ArgumentParser())
+    assert run_demo_cli(parser.parse_args(argv)) == 0
+    assert "Oracle" in capsys.readouterr().out
+    saved = json.loads((output_dir / "report" / "results.json").read_text())
+    # the held-out sessions as listed (not the default --heldout count), the others pretrain
+    assert saved["sessions"]["heldout"] == [eids[3], eids[0]]
+    assert saved["sessions"]["pretrain"] == [eids[1], eids[2], eids[4]]
+    assert not (output_dir / "one_cache").exists()  # the user's cache is used in place
+    _check_results_schema(saved, [eids[0], eids[3]])
+    per_session = saved["results"]["per_session"]
+    assert isinstance(per_session[eids[0]]["scores"]["oracle"]["bps"], float)
+    assert per_session[eids[3]]["scores"]["oracle"]["bps"] is None
+    assert any("no ground truth" in note for note in saved["notes"])
+    command = saved["command"]
+    assert f"--cache-dir {cache}" in command and f"--heldout-eids {eids[3]},{eids[0]}" in command
+    assert (output_dir / "report" / "eids.txt").read_text().split() == eids
+
+
+def test_own_sessions_options_are_checked(tmp_path, capsys):
+    eids_file = tmp_path / "eids.txt"
+    eids_file.write_text("a\nb\n")
+    parser = add_demo_arguments(argparse.ArgumentParser())
+    cases = {
+        ("--heldout-eids", "a"): "need --cache-dir",
+        ("--cache-dir", str(tmp_path), "--heldout-eids", "a"): "needs --eids-file",
+        ("--cache-dir", str(tmp_path), "--eids-file", str(eids_file)): "--heldout-eids",
+        ("--cache-dir", str(tmp_path), "--eids-file", str(eids_file), "--heldout-eids", "c"): (
+            "['c'] are not in the eids file"
+        ),
+        ("--cache-dir", str(tmp_path), "--eids-file", str(eids_file), "--heldout-eids", "a,b"): (
+            "none is left to pretrain"
+        ),
+        ("--cache-dir", str(tmp_path / "nope"), "--eids-file", str(eids_file)): "not a folder",
+        ("--preset", "hard"): "preset must be one of",
+    }
+    for extra, message in cases.items():
+        argv = ["--output", str(tmp_path / "out"), *extra]
+        assert run_demo_cli(parser.parse_args(argv)) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    inside = tmp_path / "out" / "one_cache"
+    inside.mkdir(parents=True)
+    argv = ["--output", str(tmp_path / "out"), "--cache-dir", str(inside), "--eids-file"]
+    assert run_demo_cli(parser.parse_args([*argv, str(eids_file), "--heldout-eids", "a"])) == 2
+    assert "lies in the demo folder" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "report").exists()
+    eids_file.write_text("a\na\n")
+    argv = ["--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path), "--eids-file"]
+    assert run_demo_cli(parser.parse_args([*argv, str(eids_file), "--heldout-eids", "a"])) == 2
+    assert "more than once" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one_cache"]

@@ -408,3 +408,80 @@ def test_cli_functions(tmp_path, capsys):
     assert syn.load_ground_truth(tmp_path, eids[1])["info"]["fault"] == "empty_trials"
     with pytest.raises(SystemExit):
         parser.parse_args(["--output", str(tmp_path), "--fault", "0=nonsense"])
+
+
+def test_easy_preset_output_is_unchanged():
+    # spike clusters and wheel ticks of one easy session, pinned before the presets existed
+    import hashlib
+
+    spec = syn.SyntheticSessionSpec(seed=3, index=1, n_trials=60, n_neurons_per_probe=12)
+    assert spec.preset == "easy"
+    session = syn.generate_session(spec)
+    digest = hashlib.sha256()
+    for probe in session.probes:
+        digest.update(np.ascontiguousarray(probe.spike_clusters.astype(np.int64)).tobytes())
+    ticks = np.round(session.wheel_position / syn.WHEEL_RESOLUTION_RAD).astype(np.int64)
+    digest.update(ticks.tobytes())
+    assert sum(len(p.spike_times) for p in session.probes) == 111696
+    assert digest.hexdigest() == (
+        "3ae5d8f8928afff23dcc2288a236f86fac4ac14886eadb8406d1e1f55dda3177"
+    )
+    assert str(session.ground_truth["preset"]) == "easy"
+
+
+def test_unknown_preset_is_rejected():
+    with pytest.raises(ValueError, match=r"unknown preset 'hard'.*realistic"):
+        syn.SyntheticSessionSpec(preset="hard")
+
+
+def test_realistic_preset_is_recorded_weakly_decodable_and_has_an_observed_oracle(tmp_path):
+    from sklearn.metrics import balanced_accuracy_score
+
+    from neds_hf.baselines import fit_logistic_decoder
+    from neds_hf.metrics import bits_per_spike
+
+    spec = syn.SyntheticSessionSpec(
+        seed=11, n_trials=240, n_neurons_per_probe=40, first_block_trials=60, preset="realistic"
+    )
+    session = syn.generate_session(spec)
+    truth = session.ground_truth
+    assert str(truth["preset"]) == "realistic" and session.info["preset"] == "realistic"
+    syn.write_ground_truth(session, tmp_path)
+    assert syn.load_ground_truth(tmp_path, session.eid)["info"]["spec"]["preset"] == "realistic"
+
+    good = truth["trial_first_reason"] == ""
+    expected = truth["expected_counts"][good]  # (n, C, T)
+    observed = truth["expected_counts_observed"][good]
+    counts = np.random.default_rng(0).poisson(expected)
+    # a logistic decoder of choice from counts summed after stimulus onset: far from
+    # perfect (the easy preset reaches ~0.98 on this session), well above chance
+    features = counts[:, :, 25:].sum(axis=2)[:, None, :].astype(float)  # (n, 1, C)
+    choice = session.trials["choice"].to_numpy()[good]
+    train = np.arange(len(choice)) % 4 != 0
+    decoder = fit_logistic_decoder(features[train], choice[train], seed=0)
+    accuracy = balanced_accuracy_score(choice[~train], decoder.predict(features[~train]))
+    assert 0.6 < accuracy < 0.9
+
+    # the oracle given the observed behaviour keeps the mean rate, and it is a ceiling below
+    # the true rates (the stimulus and latent noise it marginalises explain spikes)
+    assert observed.shape == expected.shape
+    assert observed.mean() == pytest.approx(expected.mean(), rel=0.03)
+    true_bps = bits_per_spike(
+        expected.transpose(0, 2, 1), counts.transpose(0, 2, 1), log_input=False
+    )
+    oracle_bps = bits_per_spike(
+        observed.transpose(0, 2, 1), counts.transpose(0, 2, 1), log_input=False
+    )
+    assert 0.0 < oracle_bps < 0.5 * true_bps
+
+
+def test_make_synthetic_cli_preset_option(tmp_path, capsys):
+    parser = syn.add_make_synthetic_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--output", str(tmp_path), "--sessions", "1", "--trials", "60", "--preset", "realistic"]
+    )
+    assert syn.run_make_synthetic(args) == 0
+    eid = (tmp_path / "eids.txt").read_text().split()[0]
+    assert str(syn.load_ground_truth(tmp_path, eid)["preset"]) == "realistic"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--output", str(tmp_path), "--preset", "hard"])

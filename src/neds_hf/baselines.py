@@ -477,15 +477,26 @@ def trials_to_arrays(
 
 
 def oracle_expected_counts(
-    ground_truth: Mapping[str, Any], neurons: Any, trial_ids: np.ndarray
+    ground_truth: Mapping[str, Any],
+    neurons: Any,
+    trial_ids: np.ndarray,
+    array: str = "expected_counts",
 ) -> np.ndarray:
     """True expected spike counts ``(trials, T, N)`` of a session's dataset neurons.
 
     The oracle row of a table on synthetic data. Dataset neurons are matched to ground-truth
     clusters by ``(probe, cluster_id)`` (the neurons table's columns vs the ground truth's
     ``cluster_probe`` / ``cluster_id``) and trials by ``trial_id`` (a row of the ALF trials
-    table = a row of the ground truth).
+    table = a row of the ground truth). ``array`` names the ground-truth counts:
+    ``"expected_counts"`` (the true rates, latents and stimulus included) or
+    ``"expected_counts_observed"`` (given what a model of the dataset observes: the fair
+    ceiling of an encoder from behaviour).
     """
+    if array not in ground_truth:
+        raise ValueError(
+            f"session {ground_truth['eid']}: the ground truth has no {array!r} array "
+            "(written by an older generator? regenerate the corpus)"
+        )
     cluster_column = {
         (str(probe), int(cluster)): column
         for column, (probe, cluster) in enumerate(
@@ -499,7 +510,7 @@ def oracle_expected_counts(
             f"session {ground_truth['eid']}: dataset neurons {missing[:5]} have no "
             "ground-truth cluster"
         )
-    expected = ground_truth["expected_counts"]  # (n_trials_alf, C, T)
+    expected = ground_truth[array]  # (n_trials_alf, C, T)
     if trial_ids.max() >= expected.shape[0]:
         raise ValueError(
             f"session {ground_truth['eid']}: trial_id {trial_ids.max()} beyond the "

@@ -1,4 +1,5 @@
-"""``neds-hf demo``: the whole NEDS pipeline end to end on the embedded synthetic corpus.
+"""``neds-hf demo``: the whole NEDS pipeline end to end on the embedded synthetic corpus
+(realistic preset by default) or on the sessions of any ONE cache (``--cache-dir``).
 
 Runs offline on a CPU in a few minutes with the default sizes:
 
@@ -7,9 +8,10 @@ Runs offline on a CPU in a few minutes with the default sizes:
 3. pretrain NEDS on the pretraining sessions;
 4. fine-tune the pretrained model on the held-out sessions;
 5. train the same architecture from scratch on the held-out sessions alone (same steps);
-6. evaluate on the held-out sessions' test trials: both NEDS models, the oracle (the true
-   expected spike counts of the generative model), a reduced-rank linear encoder and
-   ridge / logistic decoders; run the region probe on the per-neuron embeddings;
+6. evaluate on the held-out sessions' test trials: both NEDS models, the oracle (the
+   expected spike counts of the generative model given the behaviour a model observes, the
+   stimulus and latent noise marginalised; synthetic sessions only), a reduced-rank linear
+   encoder and ridge / logistic decoders; run the region probe on the per-neuron embeddings;
 7. write ``<output>/report/`` (``report.md``, ``results.json``, plots) and ``<output>/model``
    (the fine-tuned model with a card whose ``model-index`` carries the test numbers).
 
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .atomic import atomic_write_text
 from .configuration_neds import IBL_MODALITIES
 from .metrics import ENCODING_METRICS
 from .report import (
@@ -53,16 +56,20 @@ __all__ = [
     "DEMO_DEFAULTS",
     "DEMO_SUBDIRS",
     "METHODS",
+    "RESULTS_SCHEMA_VERSION",
     "TABLE_METRICS",
     "StageTimer",
     "add_demo_arguments",
     "check_demo_settings",
     "check_output_dir",
+    "check_own_sessions",
     "main",
     "physical_behavior",
     "prepare_output_dir",
+    "read_eids_file",
     "reproduce_command",
     "restore_output_dir",
+    "results_tables",
     "run_demo",
     "run_demo_cli",
     "table_metrics",
@@ -74,7 +81,7 @@ DEFAULT_OUTPUT_DIR = "neds_demo_report"
 DEMO_SUBDIRS = ("one_cache", "dataset", "runs", "model", "report")
 #: Methods of the results table, in row order, with their display names.
 METHODS = {
-    "oracle": "Oracle (true rates)",
+    "oracle": "Oracle (expected counts given behaviour)",
     "neds_finetuned": "NEDS fine-tuned (pretrained)",
     "neds_scratch": "NEDS from scratch",
     "linear_encoder": "Linear encoder (reduced-rank)",
@@ -113,7 +120,13 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3,
     "seed": 0,
     "num_threads": 0,
+    "preset": "realistic",
 }
+#: Version of the ``results`` block of ``results.json`` (see :func:`results_tables`); raised
+#: whenever a key of that block changes meaning or disappears.
+RESULTS_SCHEMA_VERSION = 1
+#: File of the report folder listing the sessions of a run on the user's ONE cache.
+EIDS_FILENAME = "eids.txt"
 #: Masking schemes of the demo's runs (probability weights): the two evaluation protocols
 #: (neural = encoding, behavior = decoding) are drawn more often than the other NEDS schemes so
 #: that a short CPU run learns both directions.
@@ -210,7 +223,8 @@ class StageTimer:
 def _build_corpus(
     paths: Mapping[str, Path], settings: Mapping[str, Any], timer: StageTimer, notes: list[str]
 ) -> tuple[Any, list[str], list[str]]:
-    """Stages 1-2: the synthetic ONE cache and the dataset built from it through ONE.
+    """Stages 1-2: the ONE cache (synthetic, or the user's ``cache_dir``) and the dataset
+    built from it through ONE.
 
     Returns ``(build report, pretraining sessions, held-out sessions)``.
     """
@@ -218,19 +232,28 @@ def _build_corpus(
     from .data.synthetic import make_synthetic_cache
 
     n_sessions, n_trials = settings["n_sessions"], settings["n_trials"]
-    with timer.stage(
-        "synthetic_corpus", f"writing {n_sessions} synthetic sessions to {paths['one_cache']}"
-    ):
-        # the first block (probabilityLeft 0.5) is shortened in small corpora so that every
-        # session still has biased blocks for the block decoders
-        eids = make_synthetic_cache(
-            paths["one_cache"],
-            n_sessions,
-            settings["seed"],
-            n_trials=n_trials,
-            n_neurons_per_probe=settings["n_neurons"],
-            first_block_trials=min(90, n_trials // 3),
-        )
+    if settings["cache_dir"] is not None:
+        with timer.stage("synthetic_corpus", f"using the ONE cache {paths['one_cache']}"):
+            heldout_eids = list(settings["heldout_eids"])
+            eids = [e for e in settings["eids"] if e not in heldout_eids] + heldout_eids
+    else:
+        with timer.stage(
+            "synthetic_corpus",
+            f"writing {n_sessions} synthetic sessions ({settings['preset']} preset) to "
+            f"{paths['one_cache']}",
+        ):
+            # the first block (probabilityLeft 0.5) is shortened in small corpora so that every
+            # session still has biased blocks for the block decoders
+            eids = make_synthetic_cache(
+                paths["one_cache"],
+                n_sessions,
+                settings["seed"],
+                n_trials=n_trials,
+                n_neurons_per_probe=settings["n_neurons"],
+                first_block_trials=min(90, n_trials // 3),
+                preset=settings["preset"],
+            )
+            heldout_eids = eids[n_sessions - settings["n_heldout"] :]
     with timer.stage("dataset", f"building the dataset through ONE into {paths['dataset']}"):
         build = build_dataset(
             paths["one_cache"], eids, paths["dataset"], progress=settings["progress"]
@@ -239,9 +262,9 @@ def _build_corpus(
             message = f"session {session_id} skipped by the dataset build: {reason}"
             logger.warning(message)
             notes.append(message)
-        built, n_pretrain = build.built_session_ids, n_sessions - settings["n_heldout"]
-        pretrain_sessions = [e for e in eids[:n_pretrain] if e in built]
-        heldout_sessions = [e for e in eids[n_pretrain:] if e in built]
+        built = build.built_session_ids
+        pretrain_sessions = [e for e in eids if e in built and e not in heldout_eids]
+        heldout_sessions = [e for e in heldout_eids if e in built]
         if not pretrain_sessions or not heldout_sessions:
             raise RuntimeError(
                 f"after skipping {build.skipped}, {len(pretrain_sessions)} "
@@ -348,10 +371,14 @@ def _train_runs(
 
 
 def _score_baselines(
-    config: Any, session_id: str, test: Mapping[str, np.ndarray], oracle: np.ndarray, linear: Any
+    config: Any,
+    session_id: str,
+    test: Mapping[str, np.ndarray],
+    oracle: np.ndarray | None,
+    linear: Any,
 ) -> dict[str, dict[str, float]]:
-    """Scores of the oracle and the linear baselines on one session, through the same
-    ``evaluation.score_session`` as the NEDS models."""
+    """Scores of the oracle (when there is one) and the linear baselines on one session,
+    through the same ``evaluation.score_session`` as the NEDS models."""
     from .evaluation import SessionPredictions, score_session
 
     def encoder(rates: np.ndarray) -> SessionPredictions:
@@ -364,7 +391,7 @@ def _score_baselines(
         behavior_predictions=dict(linear.decoded),
     )
     return {
-        "oracle": score_session(config, encoder(oracle), None),
+        **({"oracle": score_session(config, encoder(oracle), None)} if oracle is not None else {}),
         "linear_encoder": score_session(config, encoder(linear.encoder_rates), None),
         "linear_decoder": score_session(config, None, decoder),
     }
@@ -384,7 +411,7 @@ def _evaluate_methods(
     """
     from .baselines import fit_linear_baselines, oracle_expected_counts, trials_to_arrays
     from .data.load import load_neurons
-    from .data.synthetic import load_ground_truth
+    from .data.synthetic import GROUND_TRUTH_DIRNAME, load_ground_truth
     from .data.training_data import NedsTrialDataset
     from .evaluation import average_over_sessions, evaluate_trials
 
@@ -407,9 +434,15 @@ def _evaluate_methods(
         session_test = [t for t in test_trials if t["session_id"] == session_id]
         session_train = [train_data[int(i)] for i in train_data.session_indices()[session_id]]
         test = trials_to_arrays(session_test, modalities)
-        truth = load_ground_truth(paths["one_cache"], session_id)
         session_neurons = neurons[neurons["session_id"] == session_id]
-        oracle = oracle_expected_counts(truth, session_neurons, test["trial_id"])
+        truth, oracle = None, None
+        if (paths["one_cache"] / GROUND_TRUTH_DIRNAME / f"{session_id}.npz").is_file():
+            truth = load_ground_truth(paths["one_cache"], session_id)
+            oracle = oracle_expected_counts(
+                truth, session_neurons, test["trial_id"], array="expected_counts_observed"
+            )
+        else:
+            notes.append(f"session {session_id}: no ground truth in the cache, no oracle row")
         linear = fit_linear_baselines(
             trials_to_arrays(session_train, modalities), test, modalities, settings["seed"]
         )
@@ -428,14 +461,88 @@ def _evaluate_methods(
                 normalization=test_data.normalization,
             )
     plot_inputs["n_test_trials"] = len(test_trials)
+    plot_inputs["split_sizes"] = _split_sizes(paths["dataset"], heldout_sessions)
     for key, per_session in baselines.items():
         methods[key] = {"average": average_over_sessions(per_session), "per_session": per_session}
-    methods = {key: methods[key] for key in METHODS}
+    methods = {key: methods[key] for key in METHODS if key in methods}
     columns = table_metrics(modalities)
     for key in ("oracle", "linear_encoder", "linear_decoder"):
         for metric in columns:
-            methods[key]["average"].setdefault(metric, float("nan"))
+            methods.get(key, {}).get("average", {}).setdefault(metric, float("nan"))
     return methods, plot_inputs
+
+
+def _split_sizes(dataset_dir: Path, sessions: list[str]) -> dict[str, dict[str, int]]:
+    """Trials per split of each session: ``{session_id: {"train", "validation", "test"}}``."""
+    from .data.preprocess import SPLITS
+    from .data.training_data import NedsTrialDataset
+
+    sizes: dict[str, dict[str, int]] = {s: {} for s in sessions}
+    for split in SPLITS:
+        indices = NedsTrialDataset(dataset_dir, split, sessions=sessions).session_indices()
+        for session_id in sessions:
+            sizes[session_id][split] = len(indices.get(session_id, ()))
+    return sizes
+
+
+def results_tables(
+    methods: Mapping[str, Mapping[str, Any]],
+    split_sizes: Mapping[str, Mapping[str, int]],
+    metrics: Sequence[str],
+) -> dict[str, Any]:
+    """The stable ``results`` block of ``results.json`` (schema :data:`RESULTS_SCHEMA_VERSION`).
+
+    ::
+
+        {"schema_version": 1,
+         "metrics": [metric, ...],            # e.g. "bps", "bps_pooled", "choice_balanced_accuracy"
+         "methods": [method, ...],            # keys of METHODS present in this run
+         "per_session": {session_id: {"split_sizes": {"train": n, "validation": n, "test": n},
+                                      "scores": {method: {metric: float | null}}}},
+         "average": {"n_sessions": n,
+                     "split_sizes": {"train": n, "validation": n, "test": n},   # summed
+                     "scores": {method: {metric: float | null}}}}
+
+    Every method has every metric; ``null`` where a metric does not apply (an encoder has no
+    decoding score) or cannot be computed (no ground truth for the oracle of that session).
+    ``average`` scores are the mean over held-out sessions as ``evaluation``
+    computes it (``bps_pooled`` pools spikes over sessions).
+    """
+
+    def value(scores: Mapping[str, Any], metric: str) -> float | None:
+        number = scores.get(metric)
+        return None if number is None or not np.isfinite(number) else float(number)
+
+    per_session = {
+        session_id: {
+            "split_sizes": dict(sizes),
+            "scores": {
+                method: {
+                    m: value(entry.get("per_session", {}).get(session_id, {}), m) for m in metrics
+                }
+                for method, entry in methods.items()
+            },
+        }
+        for session_id, sizes in split_sizes.items()
+    }
+    totals = {
+        split: sum(sizes[split] for sizes in split_sizes.values())
+        for split in ("train", "validation", "test")
+    }
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "metrics": list(metrics),
+        "methods": list(methods),
+        "per_session": per_session,
+        "average": {
+            "n_sessions": len(split_sizes),
+            "split_sizes": totals,
+            "scores": {
+                method: {m: value(entry["average"], m) for m in metrics}
+                for method, entry in methods.items()
+            },
+        },
+    }
 
 
 def _region_probes(
@@ -489,22 +596,30 @@ def _write_plots(
     from .metrics import bits_per_spike
     from .report import plot_behavior, plot_rates, plot_training_curves
 
-    truth, test, trials = plot_inputs["truth"], plot_inputs["test"], plot_inputs["trials"]
+    test, trials = plot_inputs["test"], plot_inputs["trials"]
     session_id, normalization = plot_inputs["session_id"], plot_inputs["normalization"]
-    window_start, bin_size_s = float(truth["window_s"][0]), float(truth["bin_size_s"])
+    window_start, bin_size_s = float(plot_inputs["window_s"][0]), float(plot_inputs["bin_size_s"])
     time_s = window_start + bin_size_s * (np.arange(test["spikes"].shape[1]) + 0.5)  # (T,)
     encoding = predict_session(model, trials, "encoding", normalization)
     decoding = predict_session(model, trials, "decoding", normalization)
-    _, oracle_per_neuron = bits_per_spike(
-        plot_inputs["oracle"], test["spikes"], log_input=False, return_per_neuron=True
+    oracle = plot_inputs["oracle"]
+    # neurons ranked by how well the oracle (else the linear encoder) predicts them
+    _, reference_per_neuron = bits_per_spike(
+        oracle if oracle is not None else plot_inputs["linear"].encoder_rates,
+        test["spikes"],
+        log_input=False,
+        return_per_neuron=True,
     )
-    ranked = np.argsort(np.nan_to_num(oracle_per_neuron, nan=-np.inf))[::-1]
-    curves = {
-        "observed": test["spikes"],
-        "true rate (oracle)": plot_inputs["oracle"],
-        "NEDS fine-tuned": encoding.rates,
-        "linear encoder": plot_inputs["linear"].encoder_rates,
-    }
+    ranked = np.argsort(np.nan_to_num(reference_per_neuron, nan=-np.inf))[::-1]
+    curves = {"observed": test["spikes"]}
+    if oracle is not None:
+        curves["expected given behaviour (oracle)"] = oracle
+    curves.update(
+        {
+            "NEDS fine-tuned": encoding.rates,
+            "linear encoder": plot_inputs["linear"].encoder_rates,
+        }
+    )
     # one row of panels per class of the first trial-level label (e.g. choice), if any
     labels = [
         spec["name"]
@@ -602,6 +717,8 @@ def _results(
         "scratch": sessions["heldout"],
     }
     return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "results": results_tables(methods, extras["split_sizes"], list(extras["table_metrics"])),
         "settings": dict(settings),
         "sessions": dict(sessions),
         "n_test_trials": extras["n_test_trials"],
@@ -641,6 +758,10 @@ def run_demo(
     learning_rate: float = DEMO_DEFAULTS["learning_rate"],
     seed: int = DEMO_DEFAULTS["seed"],
     num_threads: int = DEMO_DEFAULTS["num_threads"],
+    preset: str = DEMO_DEFAULTS["preset"],
+    cache_dir: str | Path | None = None,
+    eids: Sequence[str] | None = None,
+    heldout_eids: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -661,7 +782,16 @@ def run_demo(
             2-core machine one thread is several times faster than two).
         overwrite: replace the demo folders of an existing output folder; the previous ones
             are put back if this run fails.
+        preset: realism preset of the synthetic corpus (``data.synthetic.PRESETS``).
+        cache_dir: run on this ONE cache instead of a synthetic corpus: the sessions `eids`
+            (all of them go into the dataset), of which `heldout_eids` are held out and the
+            others pretrained on; `n_sessions`, `n_heldout`, `n_trials`, `n_neurons` and
+            `preset` are then unused. The oracle row is scored for the held-out sessions
+            with ground truth in ``<cache_dir>/ground_truth`` (synthetic caches) only.
         progress: show progress bars.
+
+    ``report/results.json`` carries ``schema_version`` and the stable ``results`` block of
+    :func:`results_tables` (per held-out session and averaged: method x metric, split sizes).
     """
     from .training.setup import configure_threads
 
@@ -677,7 +807,11 @@ def run_demo(
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
-    check_demo_settings(**sizes)
+    check_demo_settings(**sizes, preset=preset)
+    if cache_dir is not None:
+        check_own_sessions(cache_dir, eids, heldout_eids, output_dir)
+    elif eids is not None or heldout_eids is not None:
+        raise ValueError("eids and heldout_eids are only used with cache_dir")
     output_dir = Path(output_dir)
     backup = prepare_output_dir(output_dir, overwrite)
     settings = dict(
@@ -685,6 +819,10 @@ def run_demo(
         num_attention_heads=max(1, hidden_size // 32),
         seed=seed,
         torch_threads=configure_threads(num_threads),
+        preset=preset,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        eids=None if eids is None else list(eids),
+        heldout_eids=None if heldout_eids is None else list(heldout_eids),
     )
     succeeded = False
     try:
@@ -703,7 +841,11 @@ def _run_stages(output_dir: Path, settings: dict[str, Any], progress: bool) -> d
         "report": output_dir / "report",
         "model": output_dir / "model",
         "dataset": output_dir / "dataset",
-        "one_cache": output_dir / "one_cache",
+        "one_cache": (
+            output_dir / "one_cache"
+            if settings["cache_dir"] is None
+            else Path(settings["cache_dir"])
+        ),
         "runs": output_dir / "runs",
     }
     stage_settings = dict(settings, progress=progress)
@@ -729,19 +871,25 @@ def _run_stages(output_dir: Path, settings: dict[str, Any], progress: bool) -> d
             notes,
         )
     with timer.stage("report", f"writing the report to {paths['report']}"):
+        plot_inputs.update(window_s=build.config.window, bin_size_s=build.config.bin_size)
         _write_plots(paths["report"], models["neds_finetuned"], plot_inputs, runs)
         _save_card(models["neds_finetuned"], paths, runs, methods["neds_finetuned"]["average"])
     # written last so that they carry every stage's time
     timer.seconds["total"] = round(time.perf_counter() - total_start, 1)
     columns = table_metrics(models["neds_finetuned"].config.behavior_modalities)
     results = _results(
-        dict(settings, dropout=DEMO_DROPOUT, masking_schemes=list(DEMO_MASKING_SCHEMES)),
+        dict(
+            {k: v for k, v in settings.items() if k not in ("eids", "heldout_eids")},
+            dropout=DEMO_DROPOUT,
+            masking_schemes=list(DEMO_MASKING_SCHEMES),
+        ),
         {"pretrain": pretrain_sessions, "heldout": heldout_sessions, "skipped": build.skipped},
         methods,
         region_probe,
         runs,
         {
             "n_test_trials": plot_inputs["n_test_trials"],
+            "split_sizes": plot_inputs["split_sizes"],
             "table_metrics": columns,
             "timings_s": timer.seconds,
             "notes": notes,
@@ -753,18 +901,33 @@ def _run_stages(output_dir: Path, settings: dict[str, Any], progress: bool) -> d
         paths["report"] / "report.md",
         demo_report_markdown(results, METHODS, columns),
     )
+    if settings["cache_dir"] is not None:
+        atomic_write_text(
+            paths["report"] / EIDS_FILENAME, "".join(f"{eid}\n" for eid in settings["eids"])
+        )
     write_json(paths["report"] / "results.json", results)
     return results
 
 
 def reproduce_command(output_dir: Path, settings: Mapping[str, Any]) -> str:
     """The ``neds-hf demo`` command line that reruns this demo."""
+    if settings["cache_dir"] is None:
+        corpus = {
+            "--sessions": settings["n_sessions"],
+            "--heldout": settings["n_heldout"],
+            "--trials": settings["n_trials"],
+            "--neurons": settings["n_neurons"],
+            "--preset": settings["preset"],
+        }
+    else:
+        corpus = {
+            "--cache-dir": settings["cache_dir"],
+            "--eids-file": output_dir / "report" / EIDS_FILENAME,
+            "--heldout-eids": ",".join(settings["heldout_eids"]),
+        }
     flags = {
         "--output": output_dir,
-        "--sessions": settings["n_sessions"],
-        "--heldout": settings["n_heldout"],
-        "--trials": settings["n_trials"],
-        "--neurons": settings["n_neurons"],
+        **corpus,
         "--hidden-size": settings["hidden_size"],
         "--layers": settings["num_layers"],
         "--pretrain-steps": settings["pretrain_steps"],
@@ -780,6 +943,53 @@ def reproduce_command(output_dir: Path, settings: Mapping[str, Any]) -> str:
     )
 
 
+def read_eids_file(path: str | Path) -> list[str]:
+    """Session ids of an eids file: one per line, blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--eids-file {path} is not a file")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    eids = [line.split("#", 1)[0].strip() for line in lines]
+    eids = [eid for eid in eids if eid]
+    if not eids:
+        raise ValueError(f"--eids-file {path} lists no session ids")
+    duplicates = sorted({eid for eid in eids if eids.count(eid) > 1})
+    if duplicates:
+        raise ValueError(f"--eids-file {path} lists {duplicates} more than once")
+    return eids
+
+
+def check_own_sessions(
+    cache_dir: str | Path,
+    eids: Sequence[str] | None,
+    heldout_eids: Sequence[str] | None,
+    output_dir: str | Path | None = None,
+) -> None:
+    """Raise a ValueError unless `cache_dir` is a folder outside the demo folders of
+    `output_dir` (which ``overwrite`` replaces) and `heldout_eids` are some, not all, of
+    `eids` (at least one session is left for pretraining)."""
+    if not Path(cache_dir).is_dir():
+        raise ValueError(f"--cache-dir {cache_dir} is not a folder")
+    if output_dir is not None:
+        cache = Path(cache_dir).resolve()
+        for name in DEMO_SUBDIRS:
+            folder = (Path(output_dir) / name).resolve()
+            if cache == folder or folder in cache.parents:
+                raise ValueError(
+                    f"--cache-dir {cache_dir} lies in the demo folder {folder}, which the "
+                    "demo writes; copy the cache elsewhere or choose another --output"
+                )
+    if not eids or not heldout_eids:
+        raise ValueError("--cache-dir needs --eids-file and --heldout-eids")
+    unknown = [eid for eid in heldout_eids if eid not in eids]
+    if unknown:
+        raise ValueError(f"--heldout-eids {unknown} are not in the eids file")
+    if len(set(heldout_eids)) != len(heldout_eids):
+        raise ValueError(f"--heldout-eids lists a session twice: {list(heldout_eids)}")
+    if len(set(eids) - set(heldout_eids)) < 1:
+        raise ValueError("every session of the eids file is held out; none is left to pretrain")
+
+
 def check_demo_settings(
     *,
     n_sessions: int,
@@ -792,9 +1002,14 @@ def check_demo_settings(
     finetune_steps: int,
     batch_size: int,
     learning_rate: float,
+    preset: str = DEMO_DEFAULTS["preset"],
 ) -> None:
     """Raise a ValueError naming every invalid demo setting (before anything is written)."""
+    from .data.synthetic import PRESETS
+
     errors = []
+    if preset not in PRESETS:
+        errors.append(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     if n_heldout < 1 or n_sessions - n_heldout < 1:
         errors.append(
             f"need at least one pretraining and one held-out session, got "
@@ -869,6 +1084,29 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
             help=f"{description} (default {defaults[key]})",
         )
     parser.add_argument(
+        "--preset",
+        default=defaults["preset"],
+        help="realism preset of the synthetic corpus: 'realistic' (weak, IBL-like choice and "
+        f"block signals) or 'easy' (default {defaults['preset']})",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="run on the sessions of this ONE cache instead of a synthetic corpus "
+        "(with --eids-file and --heldout-eids)",
+    )
+    parser.add_argument(
+        "--eids-file", type=Path, default=None, help="session ids of --cache-dir, one per line"
+    )
+    parser.add_argument(
+        "--heldout-eids",
+        type=lambda text: [eid.strip() for eid in text.split(",") if eid.strip()],
+        default=None,
+        metavar="EID[,EID...]",
+        help="sessions of the eids file to hold out (fine-tuning, from-scratch, evaluation)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the demo folders of an existing output folder",
@@ -891,16 +1129,28 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     settings = {key: getattr(args, key) for key in DEMO_DEFAULTS}
+    own: dict[str, Any] = {}
     try:
         check_demo_settings(
             **{k: v for k, v in settings.items() if k not in ("seed", "num_threads")}
         )
+        if args.cache_dir is not None:
+            if args.eids_file is None:
+                raise ValueError("--cache-dir needs --eids-file")
+            own = dict(
+                cache_dir=args.cache_dir,
+                eids=read_eids_file(args.eids_file),
+                heldout_eids=args.heldout_eids,
+            )
+            check_own_sessions(**own, output_dir=args.output)
+        elif args.eids_file is not None or args.heldout_eids is not None:
+            raise ValueError("--eids-file and --heldout-eids need --cache-dir")
         check_output_dir(args.output, args.overwrite)
     except (FileExistsError, NotADirectoryError, ValueError) as error:
         print(f"neds-hf demo: error: {error}", file=sys.stderr)
         return 2
     results = run_demo(
-        args.output, overwrite=args.overwrite, progress=not args.no_progress, **settings
+        args.output, overwrite=args.overwrite, progress=not args.no_progress, **settings, **own
     )
     print()
     print(
@@ -921,7 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="neds-hf demo",
         description="Run NEDS end to end on a synthetic IBL-like corpus (offline, CPU): "
-        "pretrain, fine-tune on held-out sessions, evaluate against the true rates "
+        "pretrain, fine-tune on held-out sessions, evaluate against the oracle rates "
         "and linear baselines, and write a report.",
     )
     add_demo_arguments(parser)

@@ -25,6 +25,13 @@ unchanged, while every quantity they estimate is known exactly:
   constant on a 5 ms grid and spikes are drawn from the exact inhomogeneous Poisson process, so
   the expected spike count of any bin is known exactly. Baseline rates span 0.2-40 Hz with a
   fraction below 2 Hz for the firing-rate filter to remove.
+* **Presets** (:data:`PRESETS`, ``SyntheticSessionSpec.preset``): ``easy`` (the default; the
+  output of a seed never changes) drives the neurons strongly by every covariate;
+  ``realistic`` makes choice and block weak, distributed signals (choice starting with the
+  movement), wheel tuning moderate and adds shared per-region latent noise that behaviour does
+  not explain, so that linear decoders from counts score near typical IBL values. The
+  ground truth carries ``expected_counts_observed``, the encoding oracle: expected counts given
+  what a model of the dataset observes (:mod:`.oracle`).
 
 Files are written in the real ALF layout (``lab/Subjects/subject/date/number/alf/...``) with a
 real ONE cache (``sessions.pqt``, ``datasets.pqt``) at the root, so ``One(cache_dir=root,
@@ -35,9 +42,10 @@ mode='local')`` lists and loads them without warnings. Ground truth goes to
 Session ids are ``uuid5(SYNTHETIC_NAMESPACE, "lab/Subjects/subject/date/number")`` and the
 session path is a function of ``(seed, index)``, so the same seed always gives the same ids.
 
-Modules, one concept each: :mod:`.spec` (specification, identity, faults), :mod:`.task`
-(trials and wheel), :mod:`.signals` (covariates, latents, cameras), :mod:`.neurons` (probes,
-units, spikes), :mod:`.session` (a whole session and its ground truth), :mod:`.alf` (ALF
+Modules, one concept each: :mod:`.spec` (specification, presets, identity, faults),
+:mod:`.task` (trials and wheel), :mod:`.signals` (covariates, latents, cameras),
+:mod:`.neurons` (probes, units, spikes), :mod:`.oracle` (expected counts given the observed
+behaviour), :mod:`.session` (a whole session and its ground truth), :mod:`.alf` (ALF
 writer), :mod:`.one_cache` (ONE cache tables) and :mod:`.cli` (a corpus on disk and the
 ``neds-hf make-synthetic`` command).
 """
@@ -64,11 +72,13 @@ from .session import GROUND_TRUTH_ARRAYS, SyntheticSession, generate_session
 from .signals import CAMERA_RATES_HZ, COVARIATE_NAMES, SIMULATION_DT_S, WHEEL_RESOLUTION_RAD
 from .spec import (
     FAULTS,
+    PRESETS,
     STANDARD_BIN_SIZE_S,
     STANDARD_N_BINS,
     STANDARD_WINDOW_S,
     SYNTHETIC_LABS,
     SYNTHETIC_NAMESPACE,
+    SyntheticPreset,
     SyntheticSessionSpec,
     session_eid,
     session_rel_path,
@@ -100,6 +110,7 @@ __all__ = [
     "GROUND_TRUTH_ARRAYS",
     "GROUND_TRUTH_DIRNAME",
     "N_CHANNELS",
+    "PRESETS",
     "PROBE_LAYOUT",
     "REGION_TUNING",
     "SESSIONS_PROJECT",
@@ -112,6 +123,7 @@ __all__ = [
     "TASK_PROTOCOL",
     "TRIALS_TABLE_COLUMNS",
     "WHEEL_RESOLUTION_RAD",
+    "SyntheticPreset",
     "SyntheticProbe",
     "SyntheticSession",
     "SyntheticSessionSpec",

@@ -10,7 +10,7 @@ from typing import Any
 from .alf import write_alf_session
 from .one_cache import write_one_cache
 from .session import generate_session
-from .spec import FAULTS, SyntheticSessionSpec
+from .spec import FAULTS, PRESETS, SyntheticSessionSpec
 
 __all__ = ["add_make_synthetic_arguments", "make_synthetic_cache", "run_make_synthetic"]
 
@@ -68,6 +68,13 @@ def add_make_synthetic_arguments(parser: argparse.ArgumentParser) -> argparse.Ar
     parser.add_argument("--neurons-per-probe", type=int, default=None, help="units per probe")
     parser.add_argument("--probes", type=int, default=None, help="probes per session")
     parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="easy",
+        help="realism preset: 'easy' (strong, easily decoded signals) or 'realistic' "
+        "(weak, IBL-like choice and block signals, unexplained shared latents); default easy",
+    )
+    parser.add_argument(
         "--fault",
         type=_parse_fault,
         action="append",
@@ -88,7 +95,12 @@ def run_make_synthetic(args: argparse.Namespace) -> int:
     if args.probes is not None:
         overrides["n_probes"] = args.probes
     eids = make_synthetic_cache(
-        args.output, args.sessions, args.seed, faults=dict(args.fault), **overrides
+        args.output,
+        args.sessions,
+        args.seed,
+        faults=dict(args.fault),
+        preset=args.preset,
+        **overrides,
     )
     eids_file = Path(args.output) / "eids.txt"
     eids_file.write_text("".join(f"{eid}\n" for eid in eids))

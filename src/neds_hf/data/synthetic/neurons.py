@@ -208,7 +208,9 @@ def _unit_tuning(
     n_low = round(spec.low_rate_fraction * n_units)
     base_rate = np.exp(rng.uniform(np.log(3.0), np.log(40.0), n_units))
     base_rate[rng.permutation(n_units)[:n_low]] = rng.uniform(0.2, 1.0, n_low)
-    tuning = np.stack([REGION_TUNING[r] for r in beryl])  # (N, 6)
+    tuning = np.stack([REGION_TUNING[r] for r in beryl]) * np.asarray(
+        spec.preset_parameters.covariate_gain
+    )  # (N, 6)
     signs = np.where(rng.random((n_units, n_covariates)) < 0.5, -1.0, 1.0)
     signs[:, [0, 1, 5]] = np.where(rng.random((n_units, 3)) < 0.85, 1.0, -1.0)
     weights = tuning * signs * rng.uniform(0.5, 1.5, (n_units, n_covariates))
@@ -270,7 +272,8 @@ def simulate_probe(
     channels, beryl = _place_units(rng, n_units)
     base_rate, weights, loadings = _unit_tuning(rng, spec, beryl, region_loadings)
     drive = weights @ signals["covariates"] + loadings @ signals["latents"]  # (N, G)
-    drive -= drive.mean(axis=1, keepdims=True)
+    drive_centre = drive.mean(axis=1)  # (N,)
+    drive -= drive_centre[:, None]
     rates = base_rate[:, None] * np.exp(np.clip(drive, -4.0, 3.0))  # (N, G) Hz
     del drive
     spike_times, unit_of_spike = _poisson_spikes(rng, rates, dt)
@@ -319,5 +322,6 @@ def simulate_probe(
         "weights": weights,
         "loadings": loadings,
         "expected": expected,
+        "drive_centre": drive_centre,
     }
     return probe, truth

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .neurons import REGION_TUNING, SyntheticProbe, simulate_probe
+from .oracle import observed_expected_counts
 from .signals import (
     COVARIATE_NAMES,
     SIMULATION_DT_S,
@@ -51,7 +52,11 @@ GROUND_TRUTH_ARRAYS = {
     "bin_size_s": "() float64, bin width (s)",
     "stim_on_times": "(n,) float64, true stimulus onsets (s); equal to the table's stimOn_times "
     "except in trials where a NaN was planted there",
+    "preset": "() str, the generator's realism preset (spec.PRESETS)",
     "expected_counts": "(n, C, T) float64, expected spike count per bin (integral of the rate)",
+    "expected_counts_observed": "(n, C, T) float64, expected spike count per bin given what a "
+    "model of the dataset observes (wheel, whisker motion energy, choice, block), the stimulus "
+    "and the latents' noise marginalised (the encoding oracle, see .oracle)",
     "latents": "(n, K, T) float64, latent factors at the bin centres",
     "covariates": "(n, 6, T) float64, normalised covariates at the bin centres",
     "covariate_names": "(6,) str",
@@ -115,14 +120,21 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
     dt = SIMULATION_DT_S
     n_grid = math.ceil(trials["duration"] / dt)
     wheel_timestamps, wheel_position = wheel_encoder(rng, trials["moves"], trials["duration"])
-    covariates, me_signal = grid_covariates(rng, trials, n_grid, dt)  # (6, G), (G,)
-    latents = latent_factors(rng, covariates, spec.n_latents, dt)  # (K, G)
+    preset = spec.preset_parameters
+    covariates, me_signal = grid_covariates(
+        rng, trials, n_grid, dt, preset.choice_onset_s
+    )  # (6, G), (G,)
+    latents, latent_mixing = latent_factors(
+        rng, covariates, spec.n_latents, dt, preset.latent_mixing, preset.latent_noise
+    )  # (K, G), (K, 6)
     camera_times, camera_me, camera_info = record_cameras(
         rng, spec, me_signal, trials["duration"], dt
     )
     edges, centres = trial_grid(trials["true_times"]["stimOn_times"])  # (n, T+1), (n, T)
     signals = {"covariates": covariates, "latents": latents, "edges": edges, "dt": dt}
-    region_loadings = {r: rng.normal(0.0, 0.4, spec.n_latents) for r in REGION_TUNING}
+    region_loadings = {
+        r: rng.normal(0.0, preset.region_loading, spec.n_latents) for r in REGION_TUNING
+    }
     probes, per_probe_truth = [], []
     for probe_index in range(spec.n_probes):
         probe, truth = simulate_probe(
@@ -130,6 +142,11 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
         )
         probes.append(probe)
         per_probe_truth.append(truth)
+    oracle_rng = np.random.default_rng([spec.seed, spec.index, 20240507])
+    for truth in per_probe_truth:
+        truth["expected_observed"] = observed_expected_counts(
+            oracle_rng, trials, covariates, latent_mixing, preset.latent_noise, truth, dt
+        )
     ground_truth = _ground_truth(spec, identity, trials, per_probe_truth, signals, centres)
     info = _session_info(spec, identity, n_grid * dt, camera_info, ground_truth)
     session = SyntheticSession(
@@ -189,7 +206,11 @@ def _ground_truth(
         "window_s": np.array(STANDARD_WINDOW_S, dtype=np.float64),
         "bin_size_s": np.array(STANDARD_BIN_SIZE_S),
         "stim_on_times": trials["true_times"]["stimOn_times"].astype(np.float64),
+        "preset": np.array(spec.preset),
         "expected_counts": np.concatenate([t["expected"] for t in per_probe_truth], axis=1),
+        "expected_counts_observed": np.concatenate(
+            [t["expected_observed"] for t in per_probe_truth], axis=1
+        ),
         "latents": at_times(signals["latents"], centres, dt).transpose(1, 0, 2),
         "covariates": at_times(signals["covariates"], centres, dt).transpose(1, 0, 2),
         "covariate_names": np.array(COVARIATE_NAMES),
@@ -234,6 +255,7 @@ def _session_info(
         "date": identity["date"],
         "number": identity["number"],
         "spec": dataclasses.asdict(spec),
+        "preset": spec.preset,
         "fault": spec.fault,
         "fault_description": FAULTS.get(spec.fault or "", ""),
         "duration_s": duration_s,

@@ -31,6 +31,7 @@ __all__ = [
     "grid_covariates",
     "latent_factors",
     "record_cameras",
+    "stimulus_kernel",
     "trial_grid",
     "wheel_encoder",
 ]
@@ -107,6 +108,15 @@ def _step_signal(
     return np.cumsum(steps)[:-1]
 
 
+def stimulus_kernel(times_s: np.ndarray) -> np.ndarray:
+    """Response to a stimulus at ``times_s`` after its onset: an alpha function peaking at
+    120 ms, zero before 40 ms and from 800 ms on."""
+    latency, tau = 0.04, 0.08
+    shifted = np.maximum(times_s - latency, 0.0) / tau
+    inside = (times_s >= 0.0) & (times_s < 0.8)
+    return np.where(inside, shifted * np.exp(1.0 - shifted), 0.0)
+
+
 def _stimulus_responses(trials: dict[str, Any], n_grid: int, dt: float) -> np.ndarray:
     """``(2, G)`` signed and unsigned stimulus responses: alpha kernels at each onset."""
     impulses = np.zeros((2, n_grid))
@@ -115,18 +125,20 @@ def _stimulus_responses(trials: dict[str, Any], n_grid: int, dt: float) -> np.nd
     )
     np.add.at(impulses[0], onset_index, trials["signed_contrast"])
     np.add.at(impulses[1], onset_index, 0.3 + trials["contrast"])
-    kernel_t = np.arange(0.0, 0.8, dt)
-    latency, tau = 0.04, 0.08
-    shifted = np.maximum(kernel_t - latency, 0.0) / tau
-    kernel = shifted * np.exp(1.0 - shifted)  # alpha function peaking at latency + tau
+    kernel = stimulus_kernel(np.arange(0.0, 0.8, dt))
     return oaconvolve(impulses, kernel[None, :], axes=1)[:, :n_grid]  # (2, G)
 
 
 def grid_covariates(
-    rng: np.random.Generator, trials: dict[str, Any], n_grid: int, dt: float
+    rng: np.random.Generator,
+    trials: dict[str, Any],
+    n_grid: int,
+    dt: float,
+    choice_onset_s: float = -0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The :data:`COVARIATE_NAMES` on the simulation grid ``(6, G)`` (normalised), and the
-    whisker motion-energy signal ``(G,)`` (a.u.) the cameras record."""
+    whisker motion-energy signal ``(G,)`` (a.u.) the cameras record. The choice signal starts
+    ``choice_onset_s`` after the first movement and lasts until 0.5 s after feedback."""
     grid_centres = (np.arange(n_grid) + 0.5) * dt  # (G,)
     true_times = trials["true_times"]
     _, grid_velocity = wheel_kinematics(grid_centres, trials["moves"])
@@ -135,7 +147,7 @@ def grid_covariates(
     me_signal = 1.0 + 0.8 * _smooth(grid_speed, 0.05, dt) + 1.2 * whisking  # (G,) a.u.
     choice_signal = _smooth(
         _step_signal(
-            true_times["firstMovement_times"] - 0.1,
+            true_times["firstMovement_times"] + choice_onset_s,
             true_times["feedback_times"] + 0.5,
             trials["choice"],
             n_grid,
@@ -163,12 +175,20 @@ def grid_covariates(
 
 
 def latent_factors(
-    rng: np.random.Generator, covariates: np.ndarray, n_latents: int, dt: float
-) -> np.ndarray:
-    """``(K, G)`` shared latent factors: a random mix of the covariates plus smooth noise."""
+    rng: np.random.Generator,
+    covariates: np.ndarray,
+    n_latents: int,
+    dt: float,
+    mixing_sd: float = 0.5,
+    noise_sd: float = 0.6,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(K, G)`` shared latent factors: a random mix of the covariates (weights of standard
+    deviation ``mixing_sd``) plus smooth noise of standard deviation ``noise_sd``; and the
+    mixing weights ``(K, 6)``."""
     n_grid = covariates.shape[1]
-    latent_mixing = rng.normal(0.0, 0.5, (n_latents, len(COVARIATE_NAMES)))
-    return latent_mixing @ covariates + 0.6 * _ou_noise(rng, (n_latents, n_grid), 0.3, dt)
+    latent_mixing = rng.normal(0.0, mixing_sd, (n_latents, len(COVARIATE_NAMES)))
+    noise = _ou_noise(rng, (n_latents, n_grid), 0.3, dt)
+    return latent_mixing @ covariates + noise_sd * noise, latent_mixing
 
 
 def record_cameras(

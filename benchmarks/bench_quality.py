@@ -1,0 +1,150 @@
+"""Model quality on the realistic synthetic preset: NEDS against the oracle and linear baselines.
+
+Builds one synthetic corpus (``--preset``, realistic by default) as a ONE cache, then runs the
+demo's pipeline on it (``neds_hf.demo.run_demo`` with ``cache_dir``: dataset through ONE,
+pretraining on the other sessions, fine-tuning and from-scratch training on the held-out one,
+linear baselines, evaluation) for each held-out session of the rotation and each training seed.
+Prints one table, method x metric, mean ± sd over the runs (each run's average over its
+held-out sessions) and, for the encoding metrics, the fraction of the oracle's score (expected
+counts given the observed behaviour); then the wall time.
+
+Run: ``python benchmarks/bench_quality.py [--quick] [--rotations 2] [--seeds 3]
+[--pretrain-steps 1500] [--finetune-steps 400] [--output DIR]``. ``--quick`` is a smoke size
+(seconds per run, numbers meaningless). Every run's ``results.json`` stays under ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neds_hf.data.synthetic import make_synthetic_cache
+from neds_hf.demo import METHODS, run_demo
+from neds_hf.metrics import ENCODING_METRICS
+from neds_hf.report import fmt
+
+QUICK = dict(
+    sessions=3,
+    trials=60,
+    neurons=20,
+    rotations=1,
+    seeds=1,
+    hidden_size=32,
+    pretrain_steps=8,
+    finetune_steps=4,
+)
+
+
+def parse_arguments() -> argparse.Namespace:
+    """Command-line options (demo sizes by default)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--preset", default="realistic", help="synthetic preset (realistic)")
+    parser.add_argument("--sessions", type=int, default=6, help="corpus sessions (6)")
+    parser.add_argument("--trials", type=int, default=300, help="trials per session (300)")
+    parser.add_argument("--neurons", type=int, default=60, help="units per probe (60)")
+    parser.add_argument("--rotations", type=int, default=2, help="held-out sessions in turn (2)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per rotation (3)")
+    parser.add_argument("--hidden-size", type=int, default=128, help="hidden size (128)")
+    parser.add_argument("--layers", type=int, default=1, help="transformer layers (1)")
+    parser.add_argument("--pretrain-steps", type=int, default=1500, help="(1500)")
+    parser.add_argument("--finetune-steps", type=int, default=400, help="(400)")
+    parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: idle)")
+    parser.add_argument("--corpus-seed", type=int, default=0, help="corpus seed (0)")
+    parser.add_argument("--output", type=Path, default=None, help="work folder (a temp dir)")
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes")
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    if not 1 <= args.rotations <= args.sessions - 1:
+        parser.error(f"--rotations must lie in 1..{args.sessions - 1}, got {args.rotations}")
+    return args
+
+
+def summary_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown table of the runs' ``results`` blocks: mean ± sd per method and metric, and
+    the fraction of the oracle's mean for the encoding metrics."""
+    metrics = runs[0]["results"]["metrics"]
+    methods = [m for m in METHODS if m in runs[0]["results"]["methods"]]
+
+    def values(method: str, metric: str) -> np.ndarray:
+        scores = [run["results"]["average"]["scores"][method][metric] for run in runs]
+        return np.array([np.nan if v is None else v for v in scores], dtype=np.float64)
+
+    lines = [
+        "| method | " + " | ".join(metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for method in methods:
+        cells = []
+        for metric in metrics:
+            sample = values(method, metric)
+            if np.all(np.isnan(sample)):
+                cells.append("n/a")
+                continue
+            cell = f"{fmt(float(np.nanmean(sample)))} ± {fmt(float(np.nanstd(sample)))}"
+            if metric in ENCODING_METRICS and "oracle" in methods:
+                oracle = float(np.nanmean(values("oracle", metric)))
+                cell += f" ({float(np.nanmean(sample)) / oracle:.0%})"
+            cells.append(cell)
+        lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Build the corpus, run the rotation x seeds, print the table and the wall time."""
+    args = parse_arguments()
+    logging.basicConfig(level=logging.WARNING)
+    start = time.perf_counter()
+    work = args.output or Path(tempfile.mkdtemp(prefix="neds_bench_quality_"))
+    cache = work / "one_cache"
+    eids = make_synthetic_cache(
+        cache,
+        args.sessions,
+        args.corpus_seed,
+        n_trials=args.trials,
+        n_neurons_per_probe=args.neurons,
+        first_block_trials=min(90, args.trials // 3),
+        preset=args.preset,
+    )
+    runs = []
+    for rotation in range(args.rotations):
+        heldout = eids[len(eids) - 1 - rotation]
+        for seed in range(args.seeds):
+            runs.append(
+                run_demo(
+                    work / f"heldout{rotation}_seed{seed}",
+                    hidden_size=args.hidden_size,
+                    num_layers=args.layers,
+                    pretrain_steps=args.pretrain_steps,
+                    finetune_steps=args.finetune_steps,
+                    seed=seed,
+                    num_threads=args.num_threads,
+                    cache_dir=cache,
+                    eids=eids,
+                    heldout_eids=[heldout],
+                    overwrite=True,
+                    progress=False,
+                )
+            )
+    print(
+        f"{args.preset} preset, {args.sessions} sessions x {args.trials} trials x "
+        f"{args.neurons} units; {args.rotations} held-out rotation(s) x {args.seeds} seed(s); "
+        f"hidden {args.hidden_size}, {args.layers} layer(s), {args.pretrain_steps} pretraining "
+        f"/ {args.finetune_steps} fine-tuning steps; test trials per run "
+        f"{[run['results']['average']['split_sizes']['test'] for run in runs]}"
+    )
+    print()
+    print(summary_table(runs))
+    print()
+    print(f"wall time {time.perf_counter() - start:.0f} s; runs under {work}")
+
+
+if __name__ == "__main__":
+    main()
