@@ -1170,6 +1170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m neds_hf.demo [options]``."""
     parser = argparse.ArgumentParser(
         prog="neds-hf demo",
+        allow_abbrev=False,
         description="Run NEDS end to end on a synthetic IBL-like corpus (offline, CPU): "
         "pretrain, fine-tune on held-out sessions, evaluate against the oracle rates "
         "and linear baselines, and write a report.",
