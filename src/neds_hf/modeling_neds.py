@@ -993,20 +993,9 @@ class NedsModel(NedsPreTrainedModel):
     ) -> NedsModelOutput | tuple:
         """Encode one batch of trials; see the class docstring for the inputs."""
         batch_session = self._check_inputs(spikes, session_index, behavior_values, behavior_labels)
-        return self._forward_checked(
-            spikes,
-            session_index,
-            batch_session,
-            behavior_values=behavior_values,
-            behavior_labels=behavior_labels,
-            spike_mask=spike_mask,
-            behavior_mask=behavior_mask,
-            prompt_index=prompt_index,
-            causal_attention=causal_attention,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=return_dict,
-        )
+        inputs = (behavior_values, behavior_labels, spike_mask, behavior_mask, prompt_index)
+        options = (causal_attention, output_attentions, output_hidden_states, return_dict)
+        return self._forward_checked(spikes, session_index, batch_session, *inputs, *options)
 
     def _forward_checked(
         self,
