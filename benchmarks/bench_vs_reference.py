@@ -418,6 +418,14 @@ def ours_trials(config: Any, batch_size: int, seed: int = 0) -> list[list[dict[s
     ]
 
 
+def prediction_kwargs(model: Any) -> dict[str, Any]:
+    """`return_loss=False` where the installed model's forward offers it (evaluation needs no
+    loss), so older versions stay measurable."""
+    if "return_loss" in inspect.signature(model.forward).parameters:
+        return {"return_loss": False}
+    return {}
+
+
 def ours_worker(system: str, case_name: str, steps: int, warmup: int, evals: int, options):
     """Time neds_hf's training step, evaluation forward and (``ours``) inference."""
     import torch
@@ -457,7 +465,9 @@ def ours_worker(system: str, case_name: str, steps: int, warmup: int, evals: int
     model.eval()
     with torch.inference_mode():
         eval_walls, eval_cpus = time_calls(
-            lambda batch: model(**batch), 1 + evals, lambda i: evaluator(trials[i % len(trials)])
+            lambda batch: model(**batch, **prediction_kwargs(model)),
+            1 + evals,
+            lambda i: evaluator(trials[i % len(trials)]),
         )
     result = {
         "tokens": config.num_tokens,
@@ -537,7 +547,7 @@ def profile_worker(case_name: str, phase: str, system: str, rows: int, options) 
             batch = collator(trials)
         if phase == "eval":
             with torch.inference_mode(), record_function("forward"):
-                model(**batch)
+                model(**batch, **prediction_kwargs(model))
             return
         with record_function("forward"):
             loss = model(**batch).loss

@@ -308,6 +308,60 @@ def test_padded_neurons_never_change_loss_or_gradients():
         torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def _outputs_and_grads(model, batch):
+    """Loss, per-modality losses, predictions and parameter gradients of one training step."""
+    model.zero_grad()
+    out = model(**batch)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    predictions = {"spike_log_rates": out.spike_log_rates.detach()}
+    predictions.update({k: v.detach() for k, v in out.behavior_predictions.items()})
+    losses = {"loss": out.loss.detach(), **{k: v.detach() for k, v in out.modality_losses.items()}}
+    return losses, predictions, grads
+
+
+@pytest.mark.parametrize("config_of", [tiny_config, tiny_mtm_config], ids=["neds", "mtm"])
+@pytest.mark.parametrize("num_neurons", [None, 9], ids=["unpadded", "padded"])
+def test_single_session_batch_matches_the_gathering_path(monkeypatch, config_of, num_neurons):
+    torch.manual_seed(3)
+    model = NedsForMaskedModeling(config_of()).train()  # dropout 0: deterministic
+    batch = make_batch(model.config, [2, 2, 2], num_neurons=num_neurons, seed=31)
+    if num_neurons is not None:  # session-c has 3 neurons: visible junk in the padding
+        batch["spike_mask"][..., 3:] = False
+        batch["spike_mask"][0, :4, :3] = True  # bins whose real neurons are all hidden
+    gathered = []
+    gather = type(model.neds.spike_stitcher.session_neurons).gather
+    monkeypatch.setattr(
+        type(model.neds.spike_stitcher.session_neurons),
+        "gather",
+        lambda table, *args: gathered.append(1) or gather(table, *args),
+    )
+    fast = _outputs_and_grads(model, batch)
+    assert not gathered  # one session: no per-sample gather
+    check_inputs = model.neds._check_inputs
+    # force the gathering path (what a mixed batch takes) on the same batch
+    monkeypatch.setattr(model.neds, "_check_inputs", lambda *args: check_inputs(*args) and None)
+    general = _outputs_and_grads(model, batch)
+    assert len(gathered) == 2  # stitcher and readout
+    for got, want in zip(fast, general):
+        assert got.keys() == want.keys()
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-5, msg=name)
+    if num_neurons is not None:
+        assert torch.all(fast[1]["spike_log_rates"][..., 3:] == 0)  # padded neurons hold 0
+
+
+def test_return_loss_false_gives_the_same_predictions_without_losses(model):
+    batch = make_batch(model.config, [0, 1, 0], seed=32)
+    with_loss = model(**batch)
+    without = model(**batch, return_loss=False)
+    assert with_loss.loss is not None
+    assert without.loss is None and without.modality_losses is None
+    torch.testing.assert_close(without.spike_log_rates, with_loss.spike_log_rates, rtol=0, atol=0)
+    for name, value in with_loss.behavior_predictions.items():
+        torch.testing.assert_close(without.behavior_predictions[name], value, rtol=0, atol=0)
+
+
 def session_rows(model: NedsForMaskedModeling, name: str, session_row: int) -> slice:
     """Rows of a per-session parameter that belong to one session."""
     counts = list(model.config.sessions.values())
@@ -587,6 +641,28 @@ def test_torch_export_matches_eager(model):
     eager = Wrapper(model)(*args)
     for got, want in zip(exported.module()(*args), eager):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_torch_export_of_a_single_session_batch_serves_any_sessions(model):
+    # traced on one session, the graph must not bake in that session's rows
+    single = make_batch(model.config, [0, 0], num_neurons=9, seed=15)
+    mixed = make_batch(model.config, [1, 2], num_neurons=9, seed=16)
+    names = ("spikes", "session_index", "behavior_values", "behavior_labels", "spike_mask")
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, spikes, session_index, behavior_values, behavior_labels, spike_mask):
+            out = self.inner(spikes, session_index, behavior_values, behavior_labels, spike_mask)
+            return out.spike_log_rates, out.loss
+
+    exported = torch.export.export(Wrapper(model), tuple(single[name] for name in names))
+    for batch in (single, mixed):
+        args = tuple(batch[name] for name in names)
+        for got, want in zip(exported.module()(*args), Wrapper(model)(*args)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_bf16_autocast_forward_on_cpu(model):

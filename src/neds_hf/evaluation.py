@@ -216,7 +216,7 @@ def predict_session(
         for start in range(0, len(trials), batch_size):
             batch = collator(trials[start : start + batch_size])
             inputs = {k: v.to(model.device) for k, v in batch.items()}
-            out = model(**inputs)
+            out = model(**inputs, return_loss=False)
             spikes.append(batch["spikes"].numpy())
             rates.append(out.spike_log_rates.float().exp().cpu().numpy())
             continuous = categorical = 0
@@ -356,7 +356,9 @@ def predict_mtm_task(
             if prompt is not None:
                 batch["prompt_index"] = torch.full((len(pairs),), prompt, dtype=torch.long)
             batch = {name: value.to(model.device) for name, value in batch.items()}
-            predicted = model(**batch).spike_log_rates.float().exp().cpu().numpy()  # (B, T, N)
+            predicted = (
+                model(**batch, return_loss=False).spike_log_rates.float().exp().cpu().numpy()
+            )  # (B, T, N)
             scored = masks.spike_target_mask.numpy()  # (B, T, N)
             for sample, trial in enumerate(trial_rows.tolist()):
                 rates[trial][scored[sample]] = predicted[sample][scored[sample]]

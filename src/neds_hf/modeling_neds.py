@@ -15,7 +15,10 @@ where the target masks say so, and padded neurons never count.
 Per-session parameters (spike stitchers, session embeddings, spike readouts) live in modules
 whose attribute names start with ``session_``; their rows are stacked over sessions and gathered
 per sample, so `forward` never loops over sessions or samples. Session ``s`` owns rows
-``offsets[s]:offsets[s + 1]`` of every per-neuron table (:func:`session_row_offsets`).
+``offsets[s]:offsets[s + 1]`` of every per-neuron table (:func:`session_row_offsets`). When every
+sample of a batch comes from one session (evaluation, and training one session per batch), the
+stitcher and the readout use that session's row block directly (one matmul each, no per-sample
+gather); under torch.compile / torch.export they always take the gathering path.
 
 Attention runs through the function named by ``config._attn_implementation`` (``"sdpa"`` by
 default, ``"eager"`` for attention weights, ``"flash_attention_2"`` where flash-attn is installed),
@@ -27,6 +30,7 @@ next to a checkpoint and loaded with ``trust_remote_code=True``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,7 +90,8 @@ class NedsMaskedModelingOutput(ModelOutput):
     """Output of :class:`NedsForMaskedModeling` (T: time bins, N: padded neurons, C: classes).
 
     Args:
-        loss: sum of the per-modality losses, a scalar `()` (present when any mask is given).
+        loss: sum of the per-modality losses, a scalar `()` (present when any mask is given
+            and `return_loss` is True).
         modality_losses: ``{modality name: ()}`` mean loss over that modality's target entries
             (0 when it has none).
         spike_log_rates: predicted log firing rates per bin, `(B, T, N)`; padded neurons hold 0.
@@ -139,7 +144,8 @@ class NedsSessionNeuronTable(nn.Module):
 
     Row block ``offsets[s] : offsets[s + 1]`` belongs to session ``s``. `gather` returns, for a
     batch, each sample's neuron vectors padded to `N` with zeros for the padded neurons, so they
-    contribute nothing and receive no gradient.
+    contribute nothing and receive no gradient; `session_weight` is the block of one session,
+    for batches whose samples all share it.
     """
 
     def __init__(self, neuron_counts: Sequence[int], width: int, session_bias_width: int | None):
@@ -158,6 +164,8 @@ class NedsSessionNeuronTable(nn.Module):
 
     def _buffer_values(self) -> dict[str, torch.Tensor]:
         """Non-persistent buffers, recomputed from the session neuron counts."""
+        # host copy of the offsets: slicing one session's block never reads the device
+        self._row_offsets = _session_row_offset_list(self._counts)
         return {
             "neuron_counts": torch.tensor(self._counts, dtype=torch.long),
             "offsets": session_row_offsets(self._counts),
@@ -165,8 +173,16 @@ class NedsSessionNeuronTable(nn.Module):
 
     def session_rows(self, session: int) -> slice:
         """The table rows of session row `session` (its neurons, in order)."""
-        start = int(self.offsets[session])
+        start = self._row_offsets[session]
         return slice(start, start + self._counts[session])
+
+    def session_neuron_count(self, session: int) -> int:
+        """How many neurons session row `session` has."""
+        return self._counts[session]
+
+    def session_weight(self, session: int) -> torch.Tensor:
+        """The neuron vectors of session row `session`, `(n_session, width)` (a view)."""
+        return self.neuron_weight[self.session_rows(session)]
 
     def neuron_mask(self, session_index: torch.Tensor, num_neurons: int) -> torch.Tensor:
         """True at each sample's real neurons, False at padding, `(B, N)`."""
@@ -221,8 +237,12 @@ def session_row_offsets(neuron_counts: Sequence[int]) -> torch.Tensor:
     The one rule for how per-neuron tables are laid out: session ``s`` owns rows
     ``offsets[s]:offsets[s + 1]``, sessions in config order.
     """
-    counts = torch.tensor([0, *neuron_counts], dtype=torch.long)
-    return torch.cumsum(counts, 0)  # (S + 1,)
+    return torch.tensor(_session_row_offset_list(neuron_counts), dtype=torch.long)  # (S + 1,)
+
+
+def _session_row_offset_list(neuron_counts: Sequence[int]) -> list[int]:
+    """:func:`session_row_offsets` as a Python list (no tensor, so also on the meta device)."""
+    return list(itertools.accumulate([0, *(int(count) for count in neuron_counts)]))
 
 
 def _neuron_index(
@@ -263,11 +283,32 @@ class NedsSpikeStitcher(nn.Module):
         )
         self.projection = nn.Linear(config.spike_stitcher_size, config.hidden_size)
 
-    def forward(self, spikes: torch.Tensor, session_index: torch.Tensor) -> torch.Tensor:
-        """`spikes (B, T, N)` -> tokens `(B, T, H)`."""
-        neuron_vectors = self.session_neurons.gather(session_index, spikes.shape[-1])  # (B, N, D)
-        stitched = torch.bmm(spikes.to(neuron_vectors.dtype), neuron_vectors)  # (B, T, D)
-        stitched = stitched + self.session_neurons.gather_bias(session_index).unsqueeze(1)
+    def forward(
+        self,
+        spikes: torch.Tensor,
+        session_index: torch.Tensor,
+        batch_session: int | None = None,
+    ) -> torch.Tensor:
+        """`spikes (B, T, N)` -> tokens `(B, T, H)`.
+
+        `batch_session`: the session row every sample shares, when the caller knows it (see
+        `NedsModel`); its neuron block is then used directly, with the same result as the
+        per-sample gather. `None`: gather each sample's vectors.
+        """
+        if batch_session is None:
+            neuron_vectors = self.session_neurons.gather(
+                session_index, spikes.shape[-1]
+            )  # (B, N, D)
+            stitched = torch.bmm(spikes.to(neuron_vectors.dtype), neuron_vectors)  # (B, T, D)
+            stitched = stitched + self.session_neurons.gather_bias(session_index).unsqueeze(1)
+        else:
+            weight = self.session_neurons.session_weight(batch_session)  # (n, D)
+            batch_size, num_bins, _ = spikes.shape
+            # padded neuron columns (beyond n) have zero vectors in the gathering path: drop them
+            counts = spikes[..., : weight.shape[0]].reshape(-1, weight.shape[0])  # (B*T, n)
+            stitched = torch.addmm(
+                self.session_neurons.session_bias[batch_session], counts.to(weight.dtype), weight
+            ).view(batch_size, num_bins, -1)  # (B, T, D)
         return self.projection(F.softsign(stitched))  # (B, T, H)
 
 
@@ -871,9 +912,14 @@ class NedsModel(NedsPreTrainedModel):
         session_index: torch.Tensor,
         behavior_values: torch.Tensor | None,
         behavior_labels: torch.Tensor | None,
-    ) -> None:
+    ) -> int | None:
         """Shape and dtype checks always; value checks (session rows, neuron counts) only
-        outside torch.compile / torch.export, where they would be data-dependent."""
+        outside torch.compile / torch.export, where they would be data-dependent.
+
+        Returns the session row every sample shares (read with the same host sync as the
+        neuron-count check), or `None` for a mixed batch and always under tracing, so that a
+        traced graph never bakes in one batch's session.
+        """
         config = self.config
         if spikes.dim() != 3 or spikes.shape[1] != config.num_time_bins:
             raise ValueError(
@@ -891,9 +937,16 @@ class NedsModel(NedsPreTrainedModel):
         if not config.sessions:
             raise ValueError("The model knows no sessions yet: call model.add_sessions(...) first")
         if _is_tracing():
-            return
+            return None
         check_session_index(session_index, len(config.sessions))
-        needed = int(self.spike_stitcher.session_neurons.neuron_counts[session_index].max())
+        session_index = session_index.long()
+        first, last, needed = torch.stack(
+            [
+                session_index.min(),
+                session_index.max(),
+                self.spike_stitcher.session_neurons.neuron_counts[session_index].max(),
+            ]
+        ).tolist()
         if spikes.shape[-1] < needed:
             raise ValueError(
                 f"spikes have {spikes.shape[-1]} neuron columns but a session in the batch has "
@@ -922,6 +975,7 @@ class NedsModel(NedsPreTrainedModel):
                 f"{[s['name'] for s in config.categorical_modalities]}, got "
                 f"{None if behavior_labels is None else tuple(behavior_labels.shape)}"
             )
+        return first if first == last else None
 
     def forward(
         self,
@@ -938,6 +992,28 @@ class NedsModel(NedsPreTrainedModel):
         return_dict: bool | None = None,
     ) -> NedsModelOutput | tuple:
         """Encode one batch of trials; see the class docstring for the inputs."""
+        batch_session = self._check_inputs(spikes, session_index, behavior_values, behavior_labels)
+        inputs = (behavior_values, behavior_labels, spike_mask, behavior_mask, prompt_index)
+        options = (causal_attention, output_attentions, output_hidden_states, return_dict)
+        return self._forward_checked(spikes, session_index, batch_session, *inputs, *options)
+
+    def _forward_checked(
+        self,
+        spikes: torch.Tensor,
+        session_index: torch.Tensor,
+        batch_session: int | None,
+        behavior_values: torch.Tensor | None = None,
+        behavior_labels: torch.Tensor | None = None,
+        spike_mask: torch.Tensor | None = None,
+        behavior_mask: torch.Tensor | None = None,
+        prompt_index: torch.Tensor | None = None,
+        causal_attention: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> NedsModelOutput | tuple:
+        """`forward` after `_check_inputs`, which found `batch_session` (the session row all
+        samples share, or `None`); `NedsForMaskedModeling` calls it to check only once."""
         config = self.config
         output_attentions = (
             output_attentions if output_attentions is not None else config.output_attentions
@@ -948,9 +1024,8 @@ class NedsModel(NedsPreTrainedModel):
             else config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else config.return_dict
-        self._check_inputs(spikes, session_index, behavior_values, behavior_labels)
         tokens = [
-            self._spike_tokens(spikes, session_index, spike_mask),
+            self._spike_tokens(spikes, session_index, spike_mask, batch_session),
             *self._behavior_tokens(behavior_values, behavior_labels, behavior_mask),
         ]
         hidden_states = self._embed(torch.cat(tokens, dim=1), session_index, prompt_index)
@@ -968,18 +1043,26 @@ class NedsModel(NedsPreTrainedModel):
         return output if return_dict else output.to_tuple()  # to_tuple drops the None fields
 
     def _spike_tokens(
-        self, spikes: torch.Tensor, session_index: torch.Tensor, spike_mask: torch.Tensor | None
+        self,
+        spikes: torch.Tensor,
+        session_index: torch.Tensor,
+        spike_mask: torch.Tensor | None,
+        batch_session: int | None,
     ) -> torch.Tensor:
         """Spike tokens `(B, T, H)`; a bin whose real neurons are all hidden is the mask token."""
         spike_counts = spikes.to(self.mask_token.dtype)  # (B, T, N)
         if spike_mask is None:
-            return self.spike_stitcher(spike_counts, session_index)
-        neuron_mask = self.spike_stitcher.session_neurons.neuron_mask(
-            session_index, spikes.shape[-1]
-        )  # (B, N)
+            return self.spike_stitcher(spike_counts, session_index, batch_session)
         spike_counts = spike_counts.masked_fill(spike_mask, 0.0)
-        hidden_bins = (spike_mask | ~neuron_mask.unsqueeze(1)).all(-1)  # (B, T)
-        spike_tokens = self.spike_stitcher(spike_counts, session_index)
+        if batch_session is None:
+            neuron_mask = self.spike_stitcher.session_neurons.neuron_mask(
+                session_index, spikes.shape[-1]
+            )  # (B, N)
+            hidden_bins = (spike_mask | ~neuron_mask.unsqueeze(1)).all(-1)  # (B, T)
+        else:  # one session: its real neurons are the first n columns
+            num_real = self.spike_stitcher.session_neurons.session_neuron_count(batch_session)
+            hidden_bins = spike_mask[..., :num_real].all(-1)  # (B, T)
+        spike_tokens = self.spike_stitcher(spike_counts, session_index, batch_session)
         return torch.where(hidden_bins.unsqueeze(-1), self.mask_token, spike_tokens)
 
     def _behavior_tokens(
@@ -1087,12 +1170,25 @@ class NedsSpikeReadout(nn.Module):
         )
 
     def forward(
-        self, spike_hidden: torch.Tensor, session_index: torch.Tensor, num_neurons: int
+        self,
+        spike_hidden: torch.Tensor,
+        session_index: torch.Tensor,
+        num_neurons: int,
+        batch_session: int | None = None,
     ) -> torch.Tensor:
-        """`spike_hidden (B, T, H)` -> log-rates `(B, T, N)` (0 at padded neurons)."""
-        readout = self.session_neurons.gather(session_index, num_neurons)  # (B, N, H + 1)
-        weight, bias = readout[..., :-1], readout[..., -1]
-        return torch.bmm(spike_hidden, weight.transpose(1, 2)) + bias.unsqueeze(1)  # (B, T, N)
+        """`spike_hidden (B, T, H)` -> log-rates `(B, T, N)` (0 at padded neurons).
+
+        `batch_session`: the session row every sample shares (one `F.linear` with its block),
+        or `None` to gather each sample's vectors; both give the same log-rates.
+        """
+        if batch_session is None:
+            readout = self.session_neurons.gather(session_index, num_neurons)  # (B, N, H + 1)
+            weight, bias = readout[..., :-1], readout[..., -1]
+            return torch.bmm(spike_hidden, weight.transpose(1, 2)) + bias.unsqueeze(1)
+        readout = self.session_neurons.session_weight(batch_session)  # (n, H + 1)
+        log_rates = F.linear(spike_hidden, readout[:, :-1], readout[:, -1])  # (B, T, n)
+        padding = num_neurons - readout.shape[0]
+        return F.pad(log_rates, (0, padding)) if padding else log_rates  # (B, T, N)
 
 
 class NedsForMaskedModeling(NedsPreTrainedModel):
@@ -1139,17 +1235,23 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        return_loss: bool = True,
     ) -> NedsMaskedModelingOutput | tuple:
         """Predict every modality and, when masks are given, the masked-modelling loss.
 
         Target masks default to the input masks (hidden = scored); targets default to the
-        inputs. See :class:`NedsModel` for the other inputs.
+        inputs. `return_loss=False` skips the losses (`loss` and `modality_losses` are `None`),
+        for prediction. See :class:`NedsModel` for the other inputs.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
-        outputs = self.neds(
+        batch_session = self.neds._check_inputs(
+            spikes, session_index, behavior_values, behavior_labels
+        )
+        outputs = self.neds._forward_checked(
             spikes,
             session_index,
+            batch_session,
             behavior_values=behavior_values,
             behavior_labels=behavior_labels,
             spike_mask=spike_mask,
@@ -1161,10 +1263,10 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
             return_dict=True,
         )
         spike_log_rates, behavior_predictions = self._predict(
-            outputs.last_hidden_state, session_index, spikes.shape[-1]
+            outputs.last_hidden_state, session_index, spikes.shape[-1], batch_session
         )
         loss = modality_losses = None
-        if any(
+        if return_loss and any(
             m is not None
             for m in (spike_mask, behavior_mask, spike_target_mask, behavior_target_mask)
         ):
@@ -1194,7 +1296,11 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         return output if return_dict else output.to_tuple()  # to_tuple drops the None fields
 
     def _predict(
-        self, hidden: torch.Tensor, session_index: torch.Tensor, num_neurons: int
+        self,
+        hidden: torch.Tensor,
+        session_index: torch.Tensor,
+        num_neurons: int,
+        batch_session: int | None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Heads on the final hidden states `(B, L, H)`: spike log-rates `(B, T, N)` and the
         behaviour predictions (see :class:`NedsMaskedModelingOutput`)."""
@@ -1202,7 +1308,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         num_bins = config.num_time_bins
         start = int(config.use_prompt)
         spike_log_rates = self.spike_readout(
-            hidden[:, start : start + num_bins], session_index, num_neurons
+            hidden[:, start : start + num_bins], session_index, num_neurons, batch_session
         )  # (B, T, N)
         start += num_bins
         behavior_predictions: dict[str, torch.Tensor] = {}
@@ -1415,6 +1521,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 spike_mask=torch.ones_like(spikes, dtype=torch.bool),
                 behavior_mask=behavior_mask,
                 prompt_index=self._prompt_for("neuron", batch_size, device),
+                return_loss=False,
             )
         neuron_mask = self.spike_readout.session_neurons.neuron_mask(session_index, num_neurons)
         return torch.exp(outputs.spike_log_rates) * neuron_mask.unsqueeze(1)  # (B, T, N)
@@ -1450,6 +1557,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 behavior_labels=labels,
                 behavior_mask=behavior_mask,
                 prompt_index=self._prompt_for("neuron", batch_size, device),
+                return_loss=False,
             )
         return {
             spec["name"]: (
