@@ -767,6 +767,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo end to end and return the results (also written to ``report/results.json``).
 
+    Long only through its keyword arguments (one per CLI option, documented below); the body
+    checks them and hands over to :func:`_run_stages`, one function per stage.
+
     Args:
         output_dir: folder of the corpus, dataset, runs, model and report; refused when it
             exists and is not empty unless `overwrite`.

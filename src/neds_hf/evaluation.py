@@ -512,6 +512,49 @@ def check_finite_trials(
                 )
 
 
+def _grouped_trials_to_evaluate(
+    config: Any, trials: Iterable[Mapping[str, Any]], protocols: Sequence[str], split: str
+) -> dict[str, list[Mapping[str, Any]]]:
+    """The trials grouped by session, after checking the protocols, that there are trials, that
+    the model knows every session and has the prompt of every MtM task (before any work)."""
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocols {unknown}; known: {list(PROTOCOLS)}")
+    grouped = _group_by_session(trials)
+    if not grouped:
+        raise ValueError(f"no trials to evaluate in split {split!r}")
+    missing = sorted(set(grouped) - set(config.sessions))
+    if missing:
+        raise ValueError(f"the model does not know sessions {missing}; fine-tune it on them first")
+    for task in (p for p in protocols if p in MTM_EVAL_TASKS):
+        _task_prompt_row(config, task)
+    return grouped
+
+
+def _mtm_task_session_scores(
+    model: NedsForMaskedModeling,
+    session_trials: Sequence[Mapping[str, Any]],
+    tasks: Sequence[str],
+    regions: Sequence[str] | None,
+    heldout_neurons: Sequence[int],
+    conditions: Any,
+    common: Mapping[str, Any],
+) -> dict[str, float]:
+    """One session's scores of the MtM tasks `tasks` (``<task>_bps`` ...)."""
+    scores: dict[str, float] = {}
+    for task in tasks:
+        task_predictions, scored = predict_mtm_task(
+            model,
+            session_trials,
+            task,
+            neuron_regions=regions,
+            heldout_neurons=heldout_neurons,
+            **common,
+        )
+        scores.update(mtm_task_scores(task, task_predictions, scored, conditions))
+    return scores
+
+
 def evaluate_trials(
     model: NedsForMaskedModeling,
     trials: Iterable[Mapping[str, Any]],
@@ -535,18 +578,8 @@ def evaluate_trials(
     (trial-level fields defining the PSTH conditions of ``<task>_r2_psth``; default: the
     model's trial-level categorical modalities).
     """
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown:
-        raise ValueError(f"unknown protocols {unknown}; known: {list(PROTOCOLS)}")
-    grouped = _group_by_session(trials)
-    if not grouped:
-        raise ValueError(f"no trials to evaluate in split {split!r}")
+    grouped = _grouped_trials_to_evaluate(model.config, trials, protocols, split)
     config = model.config
-    missing = sorted(set(grouped) - set(config.sessions))
-    if missing:
-        raise ValueError(f"the model does not know sessions {missing}; fine-tune it on them first")
-    for task in (p for p in protocols if p in MTM_EVAL_TASKS):
-        _task_prompt_row(config, task)  # a missing prompt fails before any work
     fields = ["spikes", *(spec["name"] for spec in config.behavior_modalities)]
     common = dict(
         normalization=normalization,
@@ -590,16 +623,17 @@ def evaluate_trials(
                 if condition_fields is None
                 else conditions_from_fields(session_trials, condition_fields)
             )
-            for task in tasks:
-                task_predictions, scored = predict_mtm_task(
+            scores.update(
+                _mtm_task_session_scores(
                     model,
                     session_trials,
-                    task,
-                    neuron_regions=(neuron_regions or {}).get(session_id),
-                    heldout_neurons=heldout[session_id],
-                    **common,
+                    tasks,
+                    (neuron_regions or {}).get(session_id),
+                    heldout[session_id],
+                    conditions,
+                    common,
                 )
-                scores.update(mtm_task_scores(task, task_predictions, scored, conditions))
+            )
         per_session[session_id] = scores
     return EvaluationReport(
         per_session=per_session,

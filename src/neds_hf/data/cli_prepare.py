@@ -71,6 +71,14 @@ def add_prepare_data_arguments(
     selection.add_argument("--eids-file", metavar="F", help="text file, one session id per line")
     selection.add_argument("--tag", metavar="TAG", help="IBL release tag (needs --online)")
     parser.add_argument("--output", required=True, help="output dataset directory")
+    _add_preprocessing_arguments(parser)
+    _add_engine_arguments(parser)
+    _add_output_arguments(parser)
+    return parser
+
+
+def _add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The preprocessing options (defaults from :class:`PreprocessingConfig`)."""
     defaults = PreprocessingConfig()
     parser.add_argument(
         "--min-firing-rate",
@@ -94,6 +102,14 @@ def add_prepare_data_arguments(
         metavar=("START", "END"),
         help=f"window around the alignment event in seconds (default {defaults.window})",
     )
+    parser.add_argument("--revision", default=None, help="ONE dataset revision to load")
+    parser.add_argument(
+        "--qc-only", action="store_true", help="keep only clusters with qc_label == 1"
+    )
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how sessions run (local pool or Ray)."""
     parser.add_argument(
         "--num-proc",
         type=int,
@@ -128,10 +144,10 @@ def add_prepare_data_arguments(
         help="with --overwrite, rebuild every session instead of reusing the ones of the "
         "existing dataset whose files still match its build report",
     )
-    parser.add_argument("--revision", default=None, help="ONE dataset revision to load")
-    parser.add_argument(
-        "--qc-only", action="store_true", help="keep only clusters with qc_label == 1"
-    )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Replacing an existing output, and the progress bar."""
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -145,7 +161,6 @@ def add_prepare_data_arguments(
         "dataset (its whole content is deleted)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser
 
 
 def read_eids_file(path: str | Path) -> list[str]:

@@ -399,12 +399,86 @@ def build_model(
     return ActionSegmentationModel(config)
 
 
-def train_segmentation(args: SegmentationTrainingArguments) -> dict[str, Any]:
-    """Train, validate every epoch, keep `best` and `final`; returns the run summary.
+def _train_epoch(
+    args: SegmentationTrainingArguments,
+    accelerator: Any,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    data: Any,
+    context: int,
+    epoch: int,
+    progress: Any,
+) -> list[float]:
+    """One epoch over this rank's share of the training chunks (a seeded order per epoch, so
+    resume is exact); returns the batch losses."""
+    model.train()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    generator = torch.Generator().manual_seed(args.seed + epoch)
+    order = torch.randperm(len(data.train_chunks), generator=generator).tolist()[rank::world]
+    losses = []
+    for first in range(0, len(order), args.batch_size):
+        chunks = [data.train_chunks[i] for i in order[first : first + args.batch_size]]
+        batch = {
+            k: v.to(accelerator.device) for k, v in collate_chunks(data, chunks, context).items()
+        }
+        outputs = model(
+            **batch,
+            weak_label_weight=args.weak_weight(epoch),
+            pseudo_label_threshold=args.pseudo_label_threshold
+            if args.weak_labels == "pseudo"
+            else None,
+        )
+        accelerator.backward(outputs.loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(outputs.loss.item())
+        progress.update(1)
+    return losses
 
-    One piece because the loop's state (model, optimizer, accelerator, progress) is shared by
-    every step; the data, checkpoint and saving rules are in the helpers above.
-    """
+
+def _end_epoch(
+    args: SegmentationTrainingArguments,
+    accelerator: Any,
+    model: Any,
+    extractor: ActionSegmentationFeatureExtractor,
+    data: Any,
+    state: dict[str, Any],
+    epoch: int,
+    losses: list[float],
+    progress: Any,
+) -> None:
+    """Validate, log, keep `best` (validation macro F1, the later epoch on ties) and write the
+    epoch checkpoint; updates `state` in place."""
+    output_dir = Path(args.output_dir)
+    unwrapped = accelerator.unwrap_model(model)
+    scores = (
+        validate(unwrapped, data, extractor.context_frames) if accelerator.is_main_process else {}
+    )
+    record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **scores}
+    state["history"].append(record)
+    accelerator.log(
+        {
+            "train/loss": record["train_loss"],
+            **{f"val/{k}": v for k, v in scores.items() if v is not None},
+        },
+        step=epoch + 1,
+    )
+    progress.set_postfix(loss=record["train_loss"], val_macro_f1=scores.get("macro_f1"))
+    best = state["best_macro_f1"]
+    if (
+        accelerator.is_main_process
+        and scores.get("macro_f1") is not None
+        and (best is None or scores["macro_f1"] >= best)
+    ):
+        state["best_macro_f1"], state["best_epoch"] = scores["macro_f1"], epoch + 1
+        save_model_folder(output_dir / "best", unwrapped, extractor, args, record)
+    state["epoch"] = epoch + 1
+    accelerator.wait_for_everyone()
+    _save_checkpoint(accelerator, args, state)
+
+
+def train_segmentation(args: SegmentationTrainingArguments) -> dict[str, Any]:
+    """Train, validate every epoch, keep `best` and `final`; returns the run summary."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -449,53 +523,10 @@ def train_segmentation(args: SegmentationTrainingArguments) -> dict[str, Any]:
     )
     with OutputLock(output_dir, "segmentation training"):
         for epoch in range(state["epoch"], args.num_epochs):
-            model.train()
-            generator = torch.Generator().manual_seed(args.seed + epoch)
-            order = torch.randperm(len(data.train_chunks), generator=generator).tolist()[
-                rank::world
-            ]
-            losses = []
-            for first in range(0, len(order), args.batch_size):
-                chunks = [data.train_chunks[i] for i in order[first : first + args.batch_size]]
-                batch = {
-                    k: v.to(accelerator.device)
-                    for k, v in collate_chunks(data, chunks, context).items()
-                }
-                outputs = model(
-                    **batch,
-                    weak_label_weight=args.weak_weight(epoch),
-                    pseudo_label_threshold=args.pseudo_label_threshold
-                    if args.weak_labels == "pseudo"
-                    else None,
-                )
-                accelerator.backward(outputs.loss)
-                optimizer.step()
-                optimizer.zero_grad()
-                losses.append(outputs.loss.item())
-                progress.update(1)
-            unwrapped = accelerator.unwrap_model(model)
-            scores = validate(unwrapped, data, context) if accelerator.is_main_process else {}
-            record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **scores}
-            state["history"].append(record)
-            accelerator.log(
-                {
-                    "train/loss": record["train_loss"],
-                    **{f"val/{k}": v for k, v in scores.items() if v is not None},
-                },
-                step=epoch + 1,
+            losses = _train_epoch(
+                args, accelerator, model, optimizer, data, context, epoch, progress
             )
-            progress.set_postfix(loss=record["train_loss"], val_macro_f1=scores.get("macro_f1"))
-            best = state["best_macro_f1"]
-            if (
-                accelerator.is_main_process
-                and scores.get("macro_f1") is not None
-                and (best is None or scores["macro_f1"] >= best)
-            ):
-                state["best_macro_f1"], state["best_epoch"] = scores["macro_f1"], epoch + 1
-                save_model_folder(output_dir / "best", unwrapped, extractor, args, record)
-            state["epoch"] = epoch + 1
-            accelerator.wait_for_everyone()
-            _save_checkpoint(accelerator, args, state)
+            _end_epoch(args, accelerator, model, extractor, data, state, epoch, losses, progress)
         progress.close()
         final_record = state["history"][-1] if state["history"] else {}
         if accelerator.is_main_process:
