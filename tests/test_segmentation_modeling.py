@@ -1,15 +1,12 @@
 """Action segmentation model: heads, loss, receptive field, save/load, Auto classes, remote code."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from remote_code import run_without_neds_hf
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from neds_hf.segmentation import (
@@ -149,29 +146,7 @@ def test_trust_remote_code_load_without_neds_hf(tmp_path):
         assert torch.equal(out, torch.load({str(tmp_path / "expected.pt")!r}))
         print("REMOTE-CODE-OK")
     """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\nsys.path[:] = [p for p in sys.path if 'neds_hf' not in p and "
-        f"not p.endswith('src') and p != {str(Path(__file__).resolve().parents[1])!r}]\n"
-        "import importlib.abc\n"
-        "class _Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'neds_hf' or name.startswith('neds_hf.'):\n"
-        "            raise ImportError('neds_hf is blocked in this process')\n"
-        "sys.meta_path.insert(0, _Block())\n"
-    )
-    env["PYTHONPATH"] = str(blocker)
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=blocker,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = run_without_neds_hf(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-CODE-OK" in result.stdout
     assert isinstance(
