@@ -215,3 +215,29 @@ def test_push_renders_the_card_for_the_repo_and_uploads_the_folder(tmp_path, mon
     assert {"model.safetensors", "preprocessor_config.json", "README.md"} <= set(calls[1][2])
     with pytest.raises(ValueError, match="org/name"):
         card.push_segmentation_model(out / "best", "no-slash")
+
+
+def test_segmentation_card_takes_eval_results_without_optional_keys():
+    """Like the NEDS card: an entry without task_name / dataset_split / metric_name renders."""
+    from neds_hf.segmentation import ActionSegmentationConfig, ActionSegmentationModel
+    from neds_hf.segmentation.card import render_segmentation_card
+    from neds_hf.segmentation.feature_extraction_segmentation import (
+        ActionSegmentationFeatureExtractor,
+    )
+
+    extractor = ActionSegmentationFeatureExtractor(feature_names=["a_x", "a_y"])
+    config = ActionSegmentationConfig(
+        num_features=extractor.num_model_features, class_names=["background", "still", "walk"]
+    )
+    entry = {
+        "task_type": "token-classification",
+        "dataset_type": "synthetic",
+        "dataset_name": "poses",
+        "metric_type": "macro_f1",
+        "metric_value": 0.61,
+    }
+    card = render_segmentation_card(
+        ActionSegmentationModel(config), extractor, "org/seg", eval_results=[entry]
+    )
+    assert "0.61" in str(card) and str(card).endswith("\n")
+    assert card.data.eval_results[0].metric_value == 0.61

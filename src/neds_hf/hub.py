@@ -357,13 +357,20 @@ def render_model_card(
             if plain_training_config
             else None
         ),
-        # every key present (optional ones as None), so the template never meets a missing one
-        eval_results=[
-            {key: entry.get(key) for key in EVAL_RESULT_KEYS} for entry in eval_results or []
-        ],
+        eval_results=card_eval_results(eval_results),
         synthetic_data=synthetic_data,
     )
-    # jinja2 drops the template's final newline; a card file ends with one
+    return with_final_newline(card)
+
+
+def card_eval_results(eval_results: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """Evaluation entries for a card template with every key of :data:`EVAL_RESULT_KEYS`
+    present (optional ones as None), so a template never meets a missing one."""
+    return [{key: entry.get(key) for key in EVAL_RESULT_KEYS} for entry in eval_results or []]
+
+
+def with_final_newline(card: ModelCard) -> ModelCard:
+    """The card ending with a newline (jinja2 drops the template's final one)."""
     return ModelCard(card.content if card.content.endswith("\n") else card.content + "\n")
 
 
@@ -649,6 +656,7 @@ __all__ = [
     "REQUIRED_MODEL_FILES",
     "HubUnreachableError",
     "add_push_arguments",
+    "card_eval_results",
     "default_template_path",
     "load_eval_results",
     "push_model_to_hub",
@@ -657,4 +665,5 @@ __all__ = [
     "save_model_with_card",
     "to_eval_results",
     "validate_model_dir",
+    "with_final_newline",
 ]

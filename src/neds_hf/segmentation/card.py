@@ -9,11 +9,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
-from ..hub import to_eval_results
+from ..hub import card_eval_results, to_eval_results, with_final_newline
 from .feature_extraction_segmentation import ActionSegmentationFeatureExtractor
 from .modeling_segmentation import ActionSegmentationModel
 
@@ -70,9 +69,9 @@ def render_segmentation_card(
         eval_results=to_eval_results(eval_results) if eval_results else None,
     )
     template_text = (resources.files("neds_hf") / "templates" / TEMPLATE).read_text()
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    content = environment.from_string(template_text).render(
-        card_data=card_data.to_yaml(),
+    card = ModelCard.from_template(
+        card_data,
+        template_str=template_text,
         repo_id=repo_id,
         model_name=card_data.model_name,
         class_names=config.class_names,
@@ -86,12 +85,12 @@ def render_segmentation_card(
         use_velocity=extractor.use_velocity,
         normalization=extractor.normalization,
         synthetic_data=synthetic_data,
-        eval_results=[dict(e) for e in eval_results],
+        eval_results=card_eval_results(eval_results),
         training_config_yaml=yaml.safe_dump(dict(training_config), sort_keys=False)
         if training_config
         else None,
     )
-    return ModelCard(content)
+    return with_final_newline(card)
 
 
 def push_segmentation_model(
