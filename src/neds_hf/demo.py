@@ -743,6 +743,37 @@ def _results(
     }
 
 
+def _checked_settings(
+    sizes: dict[str, Any],
+    seed: int,
+    num_threads: int,
+    preset: str,
+    cache_dir: str | Path | None,
+    eids: Sequence[str] | None,
+    heldout_eids: Sequence[str] | None,
+    output_dir: str | Path,
+) -> dict[str, Any]:
+    """The demo's settings after checking them (nothing is written before); sets the torch
+    thread count the three runs use."""
+    from .training.setup import configure_threads
+
+    check_demo_settings(**sizes, preset=preset)
+    if cache_dir is not None:
+        check_own_sessions(cache_dir, eids, heldout_eids, output_dir)
+    elif eids is not None or heldout_eids is not None:
+        raise ValueError("eids and heldout_eids are only used with cache_dir")
+    return dict(
+        sizes,
+        num_attention_heads=max(1, sizes["hidden_size"] // 32),
+        seed=seed,
+        torch_threads=configure_threads(num_threads),
+        preset=preset,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        eids=None if eids is None else list(eids),
+        heldout_eids=None if heldout_eids is None else list(heldout_eids),
+    )
+
+
 def run_demo(
     output_dir: str | Path = DEFAULT_OUTPUT_DIR,
     *,
@@ -766,9 +797,6 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo end to end and return the results (also written to ``report/results.json``).
-
-    Long only through its keyword arguments (one per CLI option, documented below); the body
-    checks them and hands over to :func:`_run_stages`, one function per stage.
 
     Args:
         output_dir: folder of the corpus, dataset, runs, model and report; refused when it
@@ -796,8 +824,6 @@ def run_demo(
     ``report/results.json`` carries ``schema_version`` and the stable ``results`` block of
     :func:`results_tables` (per held-out session and averaged: method x metric, split sizes).
     """
-    from .training.setup import configure_threads
-
     sizes = dict(
         n_sessions=n_sessions,
         n_heldout=n_heldout,
@@ -810,23 +836,11 @@ def run_demo(
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
-    check_demo_settings(**sizes, preset=preset)
-    if cache_dir is not None:
-        check_own_sessions(cache_dir, eids, heldout_eids, output_dir)
-    elif eids is not None or heldout_eids is not None:
-        raise ValueError("eids and heldout_eids are only used with cache_dir")
+    settings = _checked_settings(
+        sizes, seed, num_threads, preset, cache_dir, eids, heldout_eids, output_dir
+    )
     output_dir = Path(output_dir)
     backup = prepare_output_dir(output_dir, overwrite)
-    settings = dict(
-        sizes,
-        num_attention_heads=max(1, hidden_size // 32),
-        seed=seed,
-        torch_threads=configure_threads(num_threads),
-        preset=preset,
-        cache_dir=None if cache_dir is None else str(cache_dir),
-        eids=None if eids is None else list(eids),
-        heldout_eids=None if heldout_eids is None else list(heldout_eids),
-    )
     succeeded = False
     try:
         results = _run_stages(output_dir, settings, progress)

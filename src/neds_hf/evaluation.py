@@ -555,6 +555,41 @@ def _mtm_task_session_scores(
     return scores
 
 
+def _protocol_session_scores(
+    model: NedsForMaskedModeling,
+    session_trials: Sequence[Mapping[str, Any]],
+    protocols: Sequence[str],
+    per_behavior_encoding: bool,
+    common: Mapping[str, Any],
+) -> dict[str, float]:
+    """One session's encoding / decoding (and per-behaviour encoding) scores, with ``avg``."""
+    config = model.config
+    predictions = {
+        protocol: predict_session(model, session_trials, protocol, **common)
+        for protocol in protocols
+        if protocol == PROTOCOL_ENCODING
+        or (protocol == PROTOCOL_DECODING and config.behavior_modalities)
+    }
+    per_behavior = None
+    if per_behavior_encoding and config.behavior_modalities:
+        per_behavior = {
+            spec["name"]: predict_session(
+                model, session_trials, f"encoding:{spec['name']}", **common
+            )
+            for spec in config.behavior_modalities
+        }
+    scores = score_session(
+        config,
+        predictions.get(PROTOCOL_ENCODING),
+        predictions.get(PROTOCOL_DECODING),
+        per_behavior,
+        trial_conditions(config, session_trials),
+    )
+    if any(p in PROTOCOLS[:2] for p in protocols):
+        scores["avg"] = average_score(scores)
+    return scores
+
+
 def evaluate_trials(
     model: NedsForMaskedModeling,
     trials: Iterable[Mapping[str, Any]],
@@ -590,29 +625,9 @@ def evaluate_trials(
     heldout: dict[str, list[int]] = {}
     for session_id, session_trials in grouped.items():
         check_finite_trials(session_id, session_trials, fields)
-        predictions = {
-            protocol: predict_session(model, session_trials, protocol, **common)
-            for protocol in protocols
-            if protocol == PROTOCOL_ENCODING
-            or (protocol == PROTOCOL_DECODING and config.behavior_modalities)
-        }
-        per_behavior = None
-        if per_behavior_encoding and config.behavior_modalities:
-            per_behavior = {
-                spec["name"]: predict_session(
-                    model, session_trials, f"encoding:{spec['name']}", **common
-                )
-                for spec in config.behavior_modalities
-            }
-        scores = score_session(
-            config,
-            predictions.get(PROTOCOL_ENCODING),
-            predictions.get(PROTOCOL_DECODING),
-            per_behavior,
-            trial_conditions(config, session_trials),
+        scores = _protocol_session_scores(
+            model, session_trials, protocols, per_behavior_encoding, common
         )
-        if any(p in PROTOCOLS[:2] for p in protocols):
-            scores["avg"] = average_score(scores)
         tasks = [p for p in protocols if p in MTM_EVAL_TASKS]
         if tasks:
             heldout[session_id] = choose_heldout_neurons(
