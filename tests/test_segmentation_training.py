@@ -144,3 +144,12 @@ def test_example_config_parses():
     path = Path(__file__).resolve().parents[1] / "examples/configs/segment_synthetic.yaml"
     args = parse_segmentation_args(["--config", str(path)])
     assert args.head == "dtcn" and args.use_velocity and args.data_dir.endswith("segment_synthetic")
+
+
+def test_segment_config_file_with_an_unknown_key_is_refused(tmp_path):
+    from neds_hf.segmentation.training import parse_segmentation_args
+
+    config = tmp_path / "segment.yaml"
+    config.write_text("learning_rte: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rte'\].*neds-hf segment train"):
+        parse_segmentation_args(["--config", str(config)])

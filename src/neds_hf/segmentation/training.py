@@ -140,26 +140,16 @@ def parse_segmentation_args(argv: Sequence[str] | None = None) -> SegmentationTr
     """Parse ``--config YAML`` plus command-line overrides (no abbreviations)."""
     from transformers import HfArgumentParser
 
+    from ..training.arguments import config_file_defaults
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(
         SegmentationTrainingArguments, prog="neds-hf segment train", allow_abbrev=False
     )
     parser.add_argument("--config", default=None, help="YAML file with any of the fields below.")
-    if "--config" in argv:
-        position = argv.index("--config")
-        if position + 1 >= len(argv):
-            raise ValueError("--config needs a YAML file path")
-        path = Path(argv[position + 1])
-        if not path.is_file():
-            raise FileNotFoundError(f"training config {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
-        known = {f.name for f in dataclasses.fields(SegmentationTrainingArguments)}
-        if not isinstance(values, dict) or set(values) - known:
-            raise ValueError(
-                f"{path}: expected a mapping of known fields; unknown: "
-                f"{sorted(set(values) - known) if isinstance(values, dict) else values!r}"
-            )
-        parser.set_defaults(**values)
+    parser.set_defaults(
+        **config_file_defaults(argv, SegmentationTrainingArguments, "neds-hf segment train")
+    )
     args, _ = parser.parse_args_into_dataclasses(args=argv)
     return args
 

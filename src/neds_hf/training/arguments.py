@@ -30,6 +30,7 @@ __all__ = [
     "SAMPLING_MODES",
     "SECRET_FIELDS",
     "NedsTrainingArguments",
+    "config_file_defaults",
     "parse_training_args",
     "redacted_arguments",
     "select_modalities",
@@ -415,11 +416,16 @@ def redacted_arguments(args: NedsTrainingArguments) -> dict[str, Any]:
     return values
 
 
-def _config_file_defaults(argv: list[str]) -> dict[str, Any]:
-    """The values of the ``--config`` YAML file named in `argv` (empty without one)."""
+def config_file_defaults(
+    argv: Sequence[str], arguments_class: type | None = None, help_command: str = "neds-hf train"
+) -> dict[str, Any]:
+    """The values of the ``--config`` YAML file named in `argv` (empty without one), checked
+    against the fields of `arguments_class` (default :class:`NedsTrainingArguments`); the one
+    rule for YAML configs of every training command."""
+    arguments_class = arguments_class or NedsTrainingArguments
     if "--config" not in argv:
         return {}
-    position = argv.index("--config")
+    position = list(argv).index("--config")
     if position + 1 >= len(argv):
         raise ValueError("--config needs a YAML file path")
     config_path = Path(argv[position + 1])
@@ -428,10 +434,10 @@ def _config_file_defaults(argv: list[str]) -> dict[str, Any]:
     values = yaml.safe_load(config_path.read_text()) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{config_path}: expected a mapping of argument names to values")
-    known = {f.name for f in dataclasses.fields(NedsTrainingArguments)}
+    known = {f.name for f in dataclasses.fields(arguments_class)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{config_path}: unknown keys {unknown}; see `neds-hf train --help`")
+        raise ValueError(f"{config_path}: unknown keys {unknown}; see `{help_command} --help`")
     return values
 
 
@@ -450,7 +456,7 @@ def parse_training_args(
     parser.add_argument(
         "--config", type=str, default=None, help="YAML file with any of the fields below."
     )
-    parser.set_defaults(**_config_file_defaults(argv))
+    parser.set_defaults(**config_file_defaults(argv))
     parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     args, extra = parsed[0], parsed[-1]
     if extra:
