@@ -64,6 +64,11 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         num_replicas, rank: distributed world size and this process's rank (default: from
             ``torch.distributed`` when initialised, else 1 and 0).
         region_column, extra_columns, load_kwargs: as for ``NedsTrialDataset``.
+        hash_contents: hash every file of a local dataset at start-up against its build
+            record (:func:`~neds_hf.data.verify_dataset`). Off by default: streaming is for
+            corpora too large to read before the first step, so start-up checks each file's
+            presence, size, row count and schema (Parquet footers only) and the rows are read
+            when streamed.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         rank: int | None = None,
         region_column: str = "region_beryl",
         extra_columns: Sequence[str] = (),
+        hash_contents: bool = False,
         **load_kwargs: Any,
     ) -> None:
         import datasets
@@ -84,7 +90,9 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
 
         if shuffle_buffer_size < 0:
             raise ValueError(f"shuffle_buffer_size must be >= 0, got {shuffle_buffer_size}")
-        super().__init__(path_or_repo, split, sessions, region_column, extra_columns, load_kwargs)
+        super().__init__(
+            path_or_repo, split, sessions, region_column, extra_columns, load_kwargs, hash_contents
+        )
         self.num_replicas, self.rank = _world(num_replicas, rank)
         counts = {s: int(self.sessions_table[s][f"n_trials_{split}"]) for s in self.session_ids}
         #: Rows of the split over all ranks (from the sessions table).
