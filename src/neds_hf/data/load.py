@@ -204,6 +204,9 @@ def _check_recorded_files(
             )
 
 
+#: The one-file tables of a dataset: config name -> file.
+_TABLE_FILES = {SESSIONS_CONFIG: SESSIONS_FILE, NEURONS_CONFIG: NEURONS_FILE}
+
 #: Folders already verified -> their :func:`local_dataset_fingerprint` at the time and whether
 #: the contents were hashed then.
 _VERIFIED: dict[str, tuple[str, bool]] = {}
@@ -299,6 +302,7 @@ def _load(
     import datasets
 
     path = os.fspath(path_or_repo)
+    source: tuple[str, ...] = (path, name)
     if is_local_dataset_path(path):
         verify_dataset(path, hash_contents=hash_contents)
         if "cache_dir" not in kwargs:
@@ -306,8 +310,13 @@ def _load(
             # name and config, not its content (see the module docstring)
             root = os.environ.get("HF_DATASETS_CACHE") or datasets.config.HF_DATASETS_CACHE
             kwargs["cache_dir"] = os.path.join(root, "neds_hf", local_dataset_fingerprint(path))
+        if name in _TABLE_FILES:
+            # the file itself: loading a config of the folder resolves the data files of
+            # every config of the card first (one per session: seconds at 128 sessions)
+            source = ("parquet",)
+            kwargs["data_files"] = {"train": os.path.join(path, _TABLE_FILES[name])}
     try:
-        return datasets.load_dataset(path, name, **kwargs)
+        return datasets.load_dataset(*source, **kwargs)
     except datasets.exceptions.DatasetGenerationError as error:
         cause = error.__cause__ or error
         raise DatasetIntegrityError(
