@@ -37,6 +37,7 @@ __all__ = [
     "SUMMARY_FILE",
     "BwbTargets",
     "collect_targets",
+    "ground_truth_files",
     "write_ground_truth",
 ]
 
@@ -131,8 +132,8 @@ def collect_targets(
     return targets
 
 
-def _ground_truth_tensors(targets: BwbTargets) -> dict[Path, tuple[dict[str, torch.Tensor], dict]]:
-    """``{relative path: (tensors, metadata)}`` of every ground-truth file."""
+def ground_truth_files(targets: BwbTargets) -> dict[Path, tuple[dict[str, torch.Tensor], dict]]:
+    """``{path relative to the ground-truth folder: (tensors, metadata)}`` of every file."""
     from ibl_bwb_eval.entity_ids import encode_entity_ids
     from ibl_bwb_eval.tasks import COSMOS_LABELS
 
@@ -195,7 +196,7 @@ def write_ground_truth(
         **targets.summary(),
     }
     with OutputLock(output, "export-bwb-gt"), atomic_directory(output) as staging:
-        for relative, (tensors, metadata) in _ground_truth_tensors(targets).items():
+        for relative, (tensors, metadata) in ground_truth_files(targets).items():
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             metadata = {**metadata, "dataset_version": data.version, "split": split}

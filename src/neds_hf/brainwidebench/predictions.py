@@ -250,11 +250,13 @@ def _ts3_file(
     features = np.stack([embeddings[rec][index] for rec, index in ts3.units])  # (n, D)
     file = make_file("ts3", "unit_cosmos", None)
     file.metadata["label_names"] = ",".join(COSMOS_LABELS)
+    if np.isfinite(features).all():
+        probabilities = cosmos_probabilities(features, ts3.targets, seed)
+    else:  # non-finite weights: NaN probabilities, reported by the validator (E107)
+        probabilities = np.full((len(ts3.unit_ids), len(COSMOS_LABELS)), np.nan)
     file.tensors = {
         "entity_ids": encode_entity_ids(np.asarray(ts3.unit_ids)),
-        "pred_proba": torch.from_numpy(
-            cosmos_probabilities(features, ts3.targets, seed).astype(np.float32)
-        ),
+        "pred_proba": torch.from_numpy(probabilities.astype(np.float32)),
     }
     return file
 
