@@ -434,3 +434,58 @@ def test_ts3_ids_round_trip(exported):
     probabilities = pred["pred_proba"].numpy()
     assert probabilities.shape[1] == 10
     assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# A BrainWideBench behaviour the IBL preprocessing does not produce, found by its name
+# ---------------------------------------------------------------------------------------------
+
+#: The absolute contrasts of IBL stimuli, in class order (stimulus_contrast's 5 classes).
+CONTRASTS = np.array([0.0, 0.0625, 0.125, 0.25, 1.0])
+
+
+def contrast_class(contrast: np.ndarray) -> np.ndarray:
+    """The class of each signed contrast: the nearest absolute IBL contrast."""
+    return np.abs(np.abs(contrast)[:, None] - CONTRASTS[None, :]).argmin(1)
+
+
+def contrast_classes(session_id, split, trials):
+    return contrast_class(trials.column("contrast").to_numpy())
+
+
+def test_a_new_modality_is_exported_and_scored_by_its_name(synthetic_corpus, tmp_path):
+    from neds_hf import IBL_MODALITIES, NedsConfig
+    from neds_hf.data.derive import add_categorical_modality
+
+    spec = {"name": "stimulus_contrast", "kind": "categorical", "num_classes": 5}
+    dataset = add_categorical_modality(
+        synthetic_corpus["dataset_dir"], tmp_path / "derived", spec, contrast_classes
+    )
+    eid = synthetic_corpus["eids"][0]
+    data = NedsTrialDataset(dataset, "test", sessions=[eid], extra_columns=("contrast",))
+    torch.manual_seed(0)
+    config = NedsConfig(
+        sessions=data.n_neurons,
+        modalities=[*IBL_MODALITIES, spec],
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=32,
+        spike_stitcher_size=16,
+    )
+    NedsForMaskedModeling(config).save_pretrained(tmp_path / "model")
+    run = ["--dataset", str(dataset), "--sessions", eid]
+    assert cli_main(["export-bwb-gt", *run, "--output", str(tmp_path / "gt")]) == 0
+    export = ["export-bwb", str(tmp_path / "model"), *run, "--output", str(tmp_path / "pred")]
+    assert cli_main([*export, "--replicate-seeds", "--seeds", *SEEDS]) == 0
+    task_dir = tmp_path / "pred" / "model" / "ts1-stimulus_contrast" / eid
+    predictions = load_file(task_dir / "seed_43.safetensors")["predictions"]
+    gt = load_file(tmp_path / "gt" / "ts1-stimulus_contrast" / eid / "ground_truth.safetensors")
+    assert predictions.shape == (len(data), 1, 5)
+    expected = contrast_class(np.array([data[i]["contrast"] for i in range(len(data))]))
+    assert gt["values"][:, 0].tolist() == expected.tolist()
+    pred, truth = str(tmp_path / "pred"), str(tmp_path / "gt")
+    out = tmp_path / "scores.json"
+    assert cli_main(["score-bwb", "--pred", pred, "--gt", truth, "--output", str(out)]) == 0
+    per_task = {e["task"]: e for e in json.loads(out.read_text())["per_task"]}
+    assert per_task["ts1-stimulus_contrast"]["metrics"]["bacc"]["n"] == 3
