@@ -489,3 +489,19 @@ def test_a_new_modality_is_exported_and_scored_by_its_name(synthetic_corpus, tmp
     assert cli_main(["score-bwb", "--pred", pred, "--gt", truth, "--output", str(out)]) == 0
     per_task = {e["task"]: e for e in json.loads(out.read_text())["per_task"]}
     assert per_task["ts1-stimulus_contrast"]["metrics"]["bacc"]["n"] == 3
+
+
+def test_a_model_of_other_neuron_counts_is_refused(synthetic_corpus, tmp_path):
+    from neds_hf import NedsConfig
+
+    eid = synthetic_corpus["eids"][0]
+    config = NedsConfig(sessions={eid: 3}, hidden_size=32, num_attention_heads=4)
+    with pytest.raises(ValueError, match=f"session {eid}: model 1 has 3 neurons, the dataset"):
+        export_predictions(
+            [NedsForMaskedModeling(config)],
+            synthetic_corpus["dataset_dir"],
+            tmp_path / "pred",
+            label="x",
+            replicate_seeds=True,
+        )
+    assert not (tmp_path / "pred").exists()

@@ -359,6 +359,19 @@ def _export_sessions(
     return list(sessions)
 
 
+def _check_neuron_counts(models: Sequence[NedsForMaskedModeling], data: DatasetRecordings) -> None:
+    """Every model has as many neurons per session as the dataset (same preprocessing)."""
+    for position, model in enumerate(models):
+        for recording in data.recordings:
+            expected = model.config.sessions[recording.recording_id]
+            if expected != len(recording.units):
+                raise ValueError(
+                    f"session {recording.recording_id}: model {position + 1} has {expected} "
+                    f"neurons, the dataset {len(recording.units)}; they were built with "
+                    "different preprocessing"
+                )
+
+
 def export_predictions(
     models: Sequence[str | NedsForMaskedModeling],
     dataset: str | os.PathLike,
@@ -385,6 +398,7 @@ def export_predictions(
     seeds = resolve_seeds(len(models), seeds, replicate_seeds)
     loaded = _load_models(models)
     data = load_recordings(dataset, split, _export_sessions(loaded, dataset, sessions))
+    _check_neuron_counts(loaded, data)
     model_modalities = set.intersection(
         *({s["name"] for s in m.config.behavior_modalities} for m in loaded)
     )
