@@ -505,3 +505,18 @@ def test_a_model_of_other_neuron_counts_is_refused(synthetic_corpus, tmp_path):
             replicate_seeds=True,
         )
     assert not (tmp_path / "pred").exists()
+
+
+def test_cosmos_probabilities_are_out_of_fold_over_the_ten_labels():
+    from neds_hf.brainwidebench.predictions import cosmos_probabilities
+
+    rng = np.random.default_rng(0)
+    targets = np.repeat([1, 4, 9], 10)  # CNU, HPF, TH
+    embeddings = rng.normal(size=(30, 3)) * 0.1 + np.eye(3)[np.repeat([0, 1, 2], 10)] * 5
+    probabilities = cosmos_probabilities(embeddings, targets, seed=43)
+    assert probabilities.shape == (30, 10)
+    assert np.allclose(probabilities.sum(1), 1.0)
+    assert (probabilities[:, [0, 2, 3, 5, 6, 7, 8]] == 0).all()  # classes no unit has
+    assert (probabilities.argmax(1) == targets).all()
+    with pytest.raises(ValueError, match="at least 2 labelled units"):
+        cosmos_probabilities(embeddings[:1], targets[:1], seed=43)

@@ -130,6 +130,8 @@ def cosmos_probabilities(embeddings: np.ndarray, targets: np.ndarray, seed: int)
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if len(targets) < 2:
+        raise ValueError(f"unit_cosmos needs at least 2 labelled units, got {len(targets)}")
     probabilities = np.zeros((len(targets), len(COSMOS_LABELS)))  # (n, 10)
     folds = KFold(n_splits=min(5, len(targets)), shuffle=True, random_state=seed)
     for train, test in folds.split(embeddings):
