@@ -520,3 +520,44 @@ def test_cosmos_probabilities_are_out_of_fold_over_the_ten_labels():
     assert (probabilities.argmax(1) == targets).all()
     with pytest.raises(ValueError, match="at least 2 labelled units"):
         cosmos_probabilities(embeddings[:1], targets[:1], seed=43)
+
+
+def test_several_labels_are_ranked_by_the_package(exported, synthetic_corpus, tmp_path):
+    import shutil
+
+    from neds_hf import NedsConfig
+
+    pred = tmp_path / "pred"
+    shutil.copytree(exported / "pred", pred)
+    sizes = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=32)
+    data = NedsTrialDataset(synthetic_corpus["dataset_dir"], "test")
+    torch.manual_seed(1)
+    untrained = NedsForMaskedModeling(NedsConfig(sessions=data.n_neurons, **sizes))
+    untrained.save_pretrained(tmp_path / "untrained")
+    code = cli_main(
+        [
+            *["export-bwb", str(tmp_path / "untrained"), "--output", str(pred)],
+            *["--dataset", str(synthetic_corpus["dataset_dir"]), "--replicate-seeds"],
+            *["--seeds", *SEEDS],
+        ]
+    )
+    assert code == 0
+    assert sorted(p.name for p in pred.iterdir() if p.is_dir()) == ["neds", "untrained"]
+    out = tmp_path / "scores.json"
+    assert (
+        cli_main(
+            ["score-bwb", "--pred", str(pred), "--gt", str(exported / "gt"), "--output", str(out)]
+        )
+        == 0
+    )
+    ranks = json.loads(out.read_text())["ranks"]
+    assert set(ranks) == {
+        "ts1-choice",
+        "ts1-wheel_speed",
+        "ts1-whisker_motion_energy",
+        "ts2-co_smoothing",
+        "ts2-forecasting",
+        "ts3-unit_cosmos",
+    }
+    assert all(set(per_label) == {"neds", "untrained"} for per_label in ranks.values())
+    assert all(1 <= rank <= 2 for per_label in ranks.values() for rank in per_label.values())
