@@ -318,15 +318,22 @@ def predict_mtm_task(
     normalization: Mapping[str, Any] | None = None,
     normalization_method: str | None = None,
     batch_size: int = 64,
+    heldout_sets: Sequence[HeldOutSet] | None = None,
 ) -> tuple[SessionPredictions, np.ndarray]:
     """Run one MtM task over the trials of ONE session.
 
     Every (trial, held-out set) pair is one sample; samples run in batches of `batch_size`, so a
     forward pass covers several held-out neurons. Returns the predictions, whose rates are NaN
-    outside the scored entries, and the scored mask ``(T, N)``.
+    outside the scored entries, and the scored mask ``(T, N)``. `heldout_sets` replaces the
+    task's own sets (``masking.mtm_heldout_sets``) by other ones run with the task's prompt, e.g.
+    BrainWideBench's co-smoothing, which hides 10 % of the units at once.
     """
     config = model.config
-    sets = _heldout_sets(config, trials, task, neuron_regions, heldout_neurons)
+    sets = (
+        list(heldout_sets)
+        if heldout_sets is not None
+        else _heldout_sets(config, trials, task, neuron_regions, heldout_neurons)
+    )
     prompt = _task_prompt_row(config, task)
     collator = DataCollatorForNedsMasking(
         config,
