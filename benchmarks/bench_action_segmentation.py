@@ -406,6 +406,19 @@ def summary_table(table: dict[str, dict[str, list]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_runs(paths: list[Path]) -> tuple[dict, dict]:
+    """The rows and errors of saved runs (``compare.json``/``semi.json``), seeds pooled."""
+    table: dict[str, dict[str, list]] = {}
+    errors: dict = {}
+    for path in paths:
+        saved = json.loads(path.read_text())
+        for name, metrics in saved["rows"].items():
+            for metric, values in metrics.items():
+                table.setdefault(name, {}).setdefault(metric, []).extend(values)
+        errors.update(saved.get("lightning_action_errors", {}))
+    return table, errors
+
+
 def main() -> int:
     """Parse arguments, run the experiment, print and save the table."""
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
@@ -418,9 +431,20 @@ def main() -> int:
         "--venv", type=Path, default=None, help="default: OUTPUT/.venv-lightning-action"
     )
     parser.add_argument("--skip-lightning-action", action="store_true")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="print the table of saved runs (their seeds pooled) and write it to OUTPUT",
+    )
     args = parser.parse_args()
     args.venv = args.venv or args.output / ".venv-lightning-action"
-    table, errors = compare(args) if args.experiment == "compare" else semi(args)
+    if args.from_json:
+        table, errors = merge_runs(args.from_json)
+        args.output.mkdir(parents=True, exist_ok=True)
+    else:
+        table, errors = compare(args) if args.experiment == "compare" else semi(args)
     print(summary_table(table))
     for seed, messages in errors.items():
         for where, message in messages.items():
