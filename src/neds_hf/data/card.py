@@ -2,7 +2,9 @@
 
 The card says what the dataset holds (the modality table it declares, the schema, the
 sessions and their split sizes, what was skipped and why), how it was made (ONE source and
-revision, preprocessing parameters, package versions) and how to cite it.
+revision, preprocessing parameters, package versions) and how to cite it. A dataset with
+continuous windows also lists the ``windows`` config, the window parameters and rules, and
+per session its recording span and windows per split.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from .schema import (
     SESSIONS_CONFIG,
     SESSIONS_FILE,
     TRIALS_DIR,
+    WINDOWS_CONFIG,
+    WINDOWS_DIR,
     trial_features,
+    window_features,
 )
 
 if TYPE_CHECKING:
@@ -67,8 +72,11 @@ def _split_paths(prefix: str, splits: Iterable[str]) -> list[dict[str, str]]:
     return [{"split": split, "path": f"{prefix}/{split}-*.parquet"} for split in splits]
 
 
-def card_configs(session_ids: Sequence[str], splits: Sequence[str] = SPLITS) -> list[dict]:
-    """The YAML ``configs`` entries: ``all`` (default), one per session, neurons, sessions."""
+def card_configs(
+    session_ids: Sequence[str], splits: Sequence[str] = SPLITS, windows: bool = False
+) -> list[dict]:
+    """The YAML ``configs`` entries: ``all`` (default), one per session, neurons, sessions,
+    and ``windows`` when the dataset has continuous windows."""
     configs = [
         {
             "config_name": ALL_CONFIG,
@@ -89,6 +97,10 @@ def card_configs(session_ids: Sequence[str], splits: Sequence[str] = SPLITS) -> 
     configs.append(
         {"config_name": SESSIONS_CONFIG, "data_files": [{"split": "train", "path": SESSIONS_FILE}]}
     )
+    if windows:
+        configs.append(
+            {"config_name": WINDOWS_CONFIG, "data_files": _split_paths(f"{WINDOWS_DIR}/*", splits)}
+        )
     return configs
 
 
@@ -101,12 +113,13 @@ def make_dataset_card(
         pretty_name="NEDS IBL trials (binned spikes and behaviour)",
         tags=["neuroscience", "neuropixels", "international-brain-laboratory", "spikes"],
         size_categories=_size_category(sum(row["n_trials"] for row in session_rows)),
-        configs=card_configs(report.built_session_ids, splits),
+        configs=card_configs(report.built_session_ids, splits, report.windows is not None),
     )
     lines = [
         *_overview_lines(report, session_rows),
         *_usage_lines(),
         *_schema_lines(report),
+        *_windows_lines(report),
         *_provenance_lines(report, session_rows),
         *_parameter_lines(report),
         "## License",
@@ -198,6 +211,48 @@ def _schema_lines(report: BuildReport) -> list[str]:
         "",
     ]
     return lines
+
+
+def _windows_lines(report: BuildReport) -> list[str]:
+    """The continuous windows: parameters, rules, columns and per-session counts (none for a
+    trial-only dataset)."""
+    if report.windows is None:
+        return []
+    windows = report.windows
+    lines = [
+        "## Continuous windows",
+        "",
+        f"Config `{WINDOWS_CONFIG}`: windows of {windows['length_s']:g} s ({windows['n_bins']} "
+        f"bins of {windows['bin_size_s'] * 1000:g} ms) every {windows['stride_s']:g} s over "
+        f"each session's recording ({windows['recording_span']}), same neurons in the same "
+        "order as the session's trials, same splits.",
+        "",
+        f"- trial-level values: {windows['assignment']};",
+        f"- split: {windows['split']};",
+        "- per-bin behaviours: NaN where the behaviour was not recorded (never extrapolated).",
+        "",
+        "windows: " + ", ".join(f"`{name}`" for name in window_features(report.modalities)),
+        "(`start_time` / `end_time` in s on the session clock, `trial_id` the assigned trial "
+        "or -1, `trial_overlap` its overlap in s).",
+        "",
+        "| session_id | recording (s) | train | validation | test | with a trial | "
+        "uncovered tail (s) | missing (share of entries) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in report.sessions:
+        if entry["status"] != "ok" or "windows" not in entry:
+            continue
+        summary = entry["windows"]
+        missing = ", ".join(
+            f"{name} {fraction:.3f}" for name, fraction in summary["missing_modalities"].items()
+        )
+        lines.append(
+            f"| {entry['session_id']} | {summary['recording_start_s']:.2f}-"
+            f"{summary['recording_end_s']:.2f} | {summary['train']} | {summary['validation']} | "
+            f"{summary['test']} | {summary['n_windows_with_trial']} | "
+            f"{summary['uncovered_tail_s']:.3f} | {missing or 'none'} |"
+        )
+    return [*lines, ""]
 
 
 def _provenance_lines(report: BuildReport, session_rows: Sequence[dict[str, Any]]) -> list[str]:
