@@ -5,7 +5,9 @@ look like a dataset (:func:`check_dataset_folder`), every session of its session
 have its Parquet files with the recorded numbers of trials, and each file must still have the
 size and SHA-256 recorded in ``build_report.json`` at build time. A deleted, truncated or
 altered file is an error naming the session and the file, never a dataset with fewer trials.
-Hub repositories are downloaded and checked by ``datasets`` itself.
+Hub repositories are downloaded and checked by ``datasets`` itself. The continuous windows of
+a dataset built with them (:func:`load_windows`) are files of the build report like any other,
+so the same check covers them.
 
 Local folders are loaded with a cache directory of their own, keyed by the folder's content
 (:func:`local_dataset_fingerprint`): ``datasets`` 5.2 keys the cache of a local folder whose
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from datasets import DatasetDict
@@ -36,6 +39,8 @@ from .schema import (
     SESSIONS_CONFIG,
     SESSIONS_FILE,
     TRIALS_DIR,
+    WINDOWS_CONFIG,
+    WINDOWS_DIR,
     trial_features,
     trial_file,
 )
@@ -45,11 +50,13 @@ __all__ = [
     "DatasetIntegrityError",
     "check_dataset_folder",
     "file_record",
+    "has_windows",
     "load_modalities",
     "load_neds_dataset",
     "load_neurons",
     "load_normalization",
     "load_sessions",
+    "load_windows",
     "local_dataset_fingerprint",
     "verify_dataset",
 ]
@@ -187,7 +194,8 @@ def _check_recorded_files(folder: Path, files: dict[str, dict[str, Any]]) -> Non
     """Each file recorded in the build report still has its size and content hash."""
     for relative, record in files.items():
         path = folder / relative
-        session = relative.split("/")[2] if relative.startswith(TRIALS_DIR) else relative
+        in_session_folder = relative.startswith((f"{TRIALS_DIR}/", f"{WINDOWS_DIR}/"))
+        session = relative.split("/")[2] if in_session_folder else relative
         if not path.exists():
             raise DatasetIntegrityError(
                 f"session {session}: {path} is missing; rebuild the dataset"
@@ -232,14 +240,17 @@ def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
     expected_schema = trial_features(load_modalities(folder)).arrow_schema
     for row in rows:
         _check_session_files(folder, row, expected_schema)
-    unknown = sorted(
-        p.name for p in (folder / TRIALS_DIR).iterdir() if p.is_dir() and p.name not in session_ids
-    )
-    if unknown:
-        raise DatasetIntegrityError(
-            f"{folder / TRIALS_DIR} holds trials of sessions absent from the sessions table: "
-            f"{unknown}; their trials would be loaded without neurons or normalisation"
+    for rows_dir in (TRIALS_DIR, WINDOWS_DIR):
+        unknown = sorted(
+            p.name
+            for p in (folder / rows_dir).glob("*")
+            if p.is_dir() and p.name not in session_ids
         )
+        if unknown:
+            raise DatasetIntegrityError(
+                f"{folder / rows_dir} holds rows of sessions absent from the sessions table: "
+                f"{unknown}; they would be loaded without neurons or normalisation"
+            )
     files = report.get("files") or {}
     _check_recorded_files(folder, files)
     _VERIFIED[str(folder)] = state
@@ -332,6 +343,49 @@ def load_neds_dataset(
             for split in parts[0]
         }
     )
+
+
+def has_windows(path_or_repo: str | os.PathLike) -> bool:
+    """Whether a dataset holds continuous windows: a local folder's build report describes
+    them; a Hub dataset lists the ``windows`` config."""
+    path = os.fspath(path_or_repo)
+    if is_local_dataset_path(path):
+        return _read_build_report(Path(path)).get("windows") is not None
+    import datasets
+
+    return WINDOWS_CONFIG in datasets.get_dataset_config_names(path)
+
+
+def load_windows(
+    path_or_repo: str | os.PathLike, sessions: Sequence[str] | None = None, **kwargs: Any
+) -> DatasetDict:
+    """Continuous windows of all sessions or of the given ones (config ``windows``), as a
+    ``DatasetDict`` with the trials' splits; rows keep the file order (session, window).
+
+    A dataset built without windows is an error saying how to build them; a local folder is
+    checked with :func:`verify_dataset` first.
+    """
+    path = os.fspath(path_or_repo)
+    if not has_windows(path):
+        raise ValueError(
+            f"dataset {path} has no continuous windows; build it with `neds-hf prepare-data "
+            "--windows continuous --window-length S --window-stride S`"
+        )
+    windows = _load(path, WINDOWS_CONFIG, **kwargs)
+    if sessions is None:
+        return windows
+    sessions = [str(s) for s in sessions]
+    if not sessions:
+        raise ValueError("sessions is empty; pass None for every session")
+    selected = {}
+    for split, rows in windows.items():
+        session_ids = rows.with_format("numpy")["session_id"]  # (n_rows,)
+        selected[split] = rows.select(np.flatnonzero(np.isin(session_ids, sessions)))
+    found = {str(s) for split in selected.values() for s in split.unique("session_id")}
+    unknown = [s for s in sessions if s not in found]
+    if unknown:
+        raise KeyError(f"sessions without continuous windows in {path}: {unknown}")
+    return DatasetDict(selected)
 
 
 def load_sessions(path_or_repo: str | os.PathLike, **kwargs: Any):

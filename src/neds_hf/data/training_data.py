@@ -2,7 +2,11 @@
 
 :class:`NedsTrialDataset` serves the trials of any subset of sessions and any split as the
 dicts :class:`neds_hf.collator.DataCollatorForNedsMasking` consumes, together with what the
-model needs per session (neuron counts, normalisation constants, neuron regions).
+model needs per session (neuron counts, normalisation constants, neuron regions). With
+``table="windows"`` it serves the dataset's continuous windows instead
+(:mod:`neds_hf.data.windows`): the same modalities, neurons and normalisation, plus
+``window_id``; ``trial_id`` is the trial whose trial-level values the window holds (-1, like
+those values, when none).
 :class:`SessionBatchSampler` groups trial indices into batches drawn from a single session
 (so that a per-session input projection sees one population per batch) or mixed across
 sessions, deterministically per (seed, epoch), and shards them across distributed ranks.
@@ -25,12 +29,16 @@ from .load import (
     load_neurons,
     load_normalization,
     load_sessions,
+    load_windows,
 )
 from .preprocess import SPLITS
 
 __all__ = [
     "EXTRA_TRIAL_COLUMNS",
+    "EXTRA_WINDOW_COLUMNS",
+    "ROW_TABLES",
     "TRIAL_KEY_COLUMNS",
+    "WINDOW_KEY_COLUMNS",
     "NedsTrialDataset",
     "SessionBatchSampler",
 ]
@@ -41,6 +49,15 @@ TRIAL_KEY_COLUMNS = ("session_id", "trial_id")
 _ITEM_DTYPES = {"spikes": np.int32, "continuous": np.float32}
 #: Further trial columns that can be requested with ``extra_columns``.
 EXTRA_TRIAL_COLUMNS = ("reward", "contrast", "stim_on_time")
+#: Columns every continuous-window dict carries besides the declared modalities.
+WINDOW_KEY_COLUMNS = ("session_id", "trial_id", "window_id")
+#: Further window columns that can be requested with ``extra_columns``.
+EXTRA_WINDOW_COLUMNS = ("start_time", "end_time", "trial_overlap")
+#: The row tables a dataset can serve: ``{table: (key columns, extra columns)}``.
+ROW_TABLES = {
+    "trials": (TRIAL_KEY_COLUMNS, EXTRA_TRIAL_COLUMNS),
+    "windows": (WINDOW_KEY_COLUMNS, EXTRA_WINDOW_COLUMNS),
+}
 
 
 class _TrialsMetadata:
@@ -56,12 +73,20 @@ class _TrialsMetadata:
         region_column: str,
         extra_columns: Sequence[str],
         load_kwargs: dict[str, Any],
+        table: str = "trials",
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        unknown_columns = [c for c in extra_columns if c not in EXTRA_TRIAL_COLUMNS]
+        if table not in ROW_TABLES:
+            raise ValueError(f"unknown table {table!r}; expected one of {list(ROW_TABLES)}")
+        #: ``"trials"`` or ``"windows"``: the rows served.
+        self.table = table
+        self.key_columns, allowed_extra = ROW_TABLES[table]
+        unknown_columns = [c for c in extra_columns if c not in allowed_extra]
         if unknown_columns:
-            raise ValueError(f"unknown extra columns {unknown_columns}; use {EXTRA_TRIAL_COLUMNS}")
+            raise ValueError(
+                f"unknown extra columns {unknown_columns} of the {table}; use {allowed_extra}"
+            )
         sessions_table = load_sessions(path_or_repo, **load_kwargs)
         table_ids = [str(s) for s in sessions_table["session_id"]]
         if sessions is None:
@@ -92,21 +117,20 @@ class _TrialsMetadata:
         self.split = split
         #: ``{column: kind}`` of the declared modalities, in the dataset's order.
         self.modality_kinds = {spec["name"]: spec["kind"] for spec in load_modalities(path_or_repo)}
-        self.columns = (*TRIAL_KEY_COLUMNS, *self.modality_kinds, *extra_columns)
+        self.columns = (*self.key_columns, *self.modality_kinds, *extra_columns)
 
     def _item(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """One trial row (numpy-formatted or plain Python values) as a collator-ready dict."""
-        item: dict[str, Any] = {
-            "session_id": str(row["session_id"]),
-            "trial_id": int(row["trial_id"]),
-        }
+        """One row (numpy-formatted or plain Python values) as a collator-ready dict."""
+        item: dict[str, Any] = {"session_id": str(row["session_id"])}
+        for key in self.key_columns[1:]:
+            item[key] = int(row[key])
         for name, kind in self.modality_kinds.items():
             if kind in _ITEM_DTYPES:  # spikes (N, T) or a per-bin behaviour (T,)
                 item[name] = np.asarray(row[name], dtype=_ITEM_DTYPES[kind])
             else:  # a label: an int when trial-level, an int array when per bin
                 label = np.asarray(row[name])
                 item[name] = int(label) if label.ndim == 0 else label.astype(np.int64)
-        for column in self.columns[len(TRIAL_KEY_COLUMNS) + len(self.modality_kinds) :]:
+        for column in self.columns[len(self.key_columns) + len(self.modality_kinds) :]:
             item[column] = row[column].item() if hasattr(row[column], "item") else row[column]
         return item
 
@@ -127,7 +151,10 @@ class NedsTrialDataset(_TrialsMetadata, Dataset):
         sessions: session ids to serve (default: every session of the dataset, in the
             sessions-table order).
         region_column: neurons-table column used for :attr:`neuron_regions`.
-        extra_columns: more trial columns to include (from :data:`EXTRA_TRIAL_COLUMNS`).
+        extra_columns: more columns to include (from :data:`EXTRA_TRIAL_COLUMNS`, or
+            :data:`EXTRA_WINDOW_COLUMNS` for windows).
+        table: ``"trials"`` (trial-aligned rows) or ``"windows"`` (continuous windows; items
+            also carry ``window_id``).
         load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
     """
 
@@ -138,11 +165,15 @@ class NedsTrialDataset(_TrialsMetadata, Dataset):
         sessions: Sequence[str] | None = None,
         region_column: str = "region_beryl",
         extra_columns: Sequence[str] = (),
+        table: str = "trials",
         **load_kwargs: Any,
     ) -> None:
-        super().__init__(path_or_repo, split, sessions, region_column, extra_columns, load_kwargs)
+        super().__init__(
+            path_or_repo, split, sessions, region_column, extra_columns, load_kwargs, table
+        )
+        load = load_windows if table == "windows" else load_neds_dataset
         whole = sessions is None
-        trials = load_neds_dataset(path_or_repo, None if whole else self.session_ids, **load_kwargs)
+        trials = load(path_or_repo, None if whole else self.session_ids, **load_kwargs)
         self.trials = trials[split].select_columns(list(self.columns)).with_format("numpy")
         #: Session id of every item, ``(n_items,)``.
         self.item_session_ids = np.asarray(self.trials.with_format(None)["session_id"], dtype=str)

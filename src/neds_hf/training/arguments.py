@@ -24,6 +24,7 @@ from ..configuration_neds import NedsConfig
 __all__ = [
     "ARCHITECTURE_FIELDS",
     "CONFIG_ARGUMENT_FIELDS",
+    "DATASET_CONFIGS",
     "FREEZE_MODES",
     "MODES",
     "REDACTED",
@@ -39,6 +40,8 @@ __all__ = [
 FREEZE_MODES = ("none", "warmup", "all")
 SAMPLING_MODES = ("mixed", "single_session")
 MODES = ("pretrain", "finetune")
+#: Rows a run trains on: trial-aligned rows (config ``all``) or continuous windows.
+DATASET_CONFIGS = ("trials", "windows")
 
 #: NedsConfig fields a run can set; each becomes an argument of the same name and default.
 CONFIG_ARGUMENT_FIELDS = (
@@ -114,6 +117,13 @@ class NedsTrainingArguments(_ConfigArguments):
     )
     dataset: str | None = field(
         default=None, metadata={"help": "Dataset folder or Hub id (built by prepare-data)."}
+    )
+    dataset_config: str = field(
+        default="trials",
+        metadata={
+            "help": "Rows to train and validate on: trials (trial-aligned) or windows (the "
+            "continuous windows of a dataset built with prepare-data --windows continuous)."
+        },
     )
     mode: str = field(
         default="pretrain",
@@ -263,6 +273,7 @@ class NedsTrainingArguments(_ConfigArguments):
         errors = []
         for name, value, allowed in (
             ("mode", self.mode, MODES),
+            ("dataset_config", self.dataset_config, DATASET_CONFIGS),
             ("freeze_encoder", self.freeze_encoder, FREEZE_MODES),
             ("batch_sampling", self.batch_sampling, SAMPLING_MODES),
             ("report_to", self.report_to, ("tensorboard", "none")),
@@ -345,6 +356,10 @@ class NedsTrainingArguments(_ConfigArguments):
             errors.append(
                 "streaming reads its trials in the training process: set "
                 "dataloader_num_workers=0 (each worker would read the whole stream again)"
+            )
+        if self.streaming and self.dataset_config == "windows":
+            errors.append(
+                "streaming serves trial rows only; train on the windows without streaming"
             )
         if self.push_to_hub and not self.hub_model_id:
             errors.append("push_to_hub needs hub_model_id (ORG/NAME)")

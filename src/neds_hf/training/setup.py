@@ -91,16 +91,18 @@ def check_dataset_source(dataset: str) -> None:
 
 
 def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
-    """The train and validation trials of `args.sessions`, and the dataset's features.
+    """The train and validation rows of `args.sessions` (trials, or the continuous windows
+    with ``dataset_config=windows``), and the dataset's features.
 
-    Raises when the dataset has no train split or does not follow the trials schema.
+    Raises when the dataset has no train split or does not follow the trials (windows) schema.
     """
-    from ..data.load import DATASET_FOLDER_LAYOUT, load_modalities, load_neds_dataset
-    from ..data.schema import trial_features
+    from ..data.load import DATASET_FOLDER_LAYOUT, load_modalities, load_neds_dataset, load_windows
+    from ..data.schema import trial_features, window_features
     from ..data.training_data import NedsTrialDataset
 
+    windows = args.dataset_config == "windows"
     try:
-        trials = load_neds_dataset(args.dataset)
+        rows = load_windows(args.dataset) if windows else load_neds_dataset(args.dataset)
     except (ConnectionError, FileNotFoundError) as error:
         if Path(args.dataset).exists():
             raise
@@ -108,23 +110,24 @@ def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
             f"dataset {args.dataset} is not a local folder and could not be loaded from the Hub "
             f"({error}); {DATASET_FOLDER_LAYOUT}"
         ) from None
-    if "train" not in trials:
-        raise ValueError(f"dataset {args.dataset} has no 'train' split (splits: {list(trials)})")
-    features = trials["train"].features
+    if "train" not in rows:
+        raise ValueError(f"dataset {args.dataset} has no 'train' split (splits: {list(rows)})")
+    features = rows["train"].features
     # a local folder was verified file by file when it was loaded; a Hub dataset's files were
-    # not, so the loaded features are checked against the declared trials schema here
-    expected = trial_features(load_modalities(args.dataset))
+    # not, so the loaded features are checked against the declared schema here
+    expected = (window_features if windows else trial_features)(load_modalities(args.dataset))
     missing = [name for name in expected if name not in features]
     mismatched = [
         name for name in expected if name in features and features[name] != expected[name]
     ]
     if missing or mismatched:
         raise ValueError(
-            f"dataset {args.dataset} does not match the neds_hf trials schema: missing columns "
-            f"{missing}, columns of another type {mismatched}"
+            f"dataset {args.dataset} does not match the neds_hf {args.dataset_config} schema: "
+            f"missing columns {missing}, columns of another type {mismatched}"
         )
-    train_data = NedsTrialDataset(args.dataset, "train", sessions=args.sessions)
-    eval_data = NedsTrialDataset(args.dataset, "validation", sessions=args.sessions)
+    table = args.dataset_config
+    train_data = NedsTrialDataset(args.dataset, "train", sessions=args.sessions, table=table)
+    eval_data = NedsTrialDataset(args.dataset, "validation", sessions=args.sessions, table=table)
     return train_data, eval_data, features
 
 

@@ -1,0 +1,294 @@
+"""Continuous windows: the rules of neds_hf.data.windows, the windows table of a build, its
+checks and loading, prepare-data's options, and training on windows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from neds_hf.data import build_dataset
+from neds_hf.data.load import DatasetIntegrityError, load_windows, verify_dataset
+from neds_hf.data.preprocess import PreprocessingConfig, bin_sample_times, preprocess_session
+from neds_hf.data.schema import BUILD_REPORT_FILE, WINDOWS_DIR, trial_file, window_file
+from neds_hf.data.windows import (
+    CONTINUOUS_SAMPLERS,
+    WindowConfig,
+    WindowLongerThanRecordingError,
+    _window_spikes,
+    assign_trials,
+    interval_overlaps,
+    make_session_windows,
+    window_splits,
+    window_starts,
+)
+
+WINDOWS = WindowConfig(length=2.0, stride=1.0)
+
+
+@pytest.fixture(scope="module")
+def windows_corpus(tmp_path_factory) -> dict:
+    """Two small synthetic sessions built twice: trial rows only, and with windows."""
+    from neds_hf.data.synthetic import make_synthetic_cache
+
+    root = tmp_path_factory.mktemp("windows_corpus")
+    cache_dir = root / "one_cache"
+    eids = make_synthetic_cache(cache_dir, n_sessions=2, seed=5, n_trials=40, n_neurons_per_probe=8)
+    trials_only = build_dataset(cache_dir, eids, root / "trials_only", progress=False)
+    with_windows = build_dataset(cache_dir, eids, root / "dataset", progress=False, windows=WINDOWS)
+    assert trials_only.skipped == {} and with_windows.skipped == {}
+    return {
+        "cache_dir": cache_dir,
+        "eids": eids,
+        "trials_only": root / "trials_only",
+        "dataset_dir": root / "dataset",
+        "report": with_windows,
+    }
+
+
+def _raw_and_session(corpus: dict, index: int = 0):
+    from neds_hf.data.ibl import load_session, make_one
+
+    raw = load_session(make_one(corpus["cache_dir"]), corpus["eids"][index])
+    return raw, preprocess_session(raw, PreprocessingConfig())
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules, on hand-checked numbers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_windows_tile_the_recording_and_leave_a_reported_tail():
+    starts = window_starts("s0", (0.5, 10.3), WINDOWS)
+    # duration 9.8 s: windows start every second while they end by 10.3 s: 0.5 .. 7.5
+    np.testing.assert_allclose(starts, [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5])
+    assert window_starts("s0", (0.0, 2.0), WINDOWS).tolist() == [0.0]  # exactly one fits
+
+
+def test_a_window_longer_than_the_recording_is_an_error_naming_session_and_lengths():
+    with pytest.raises(WindowLongerThanRecordingError) as error:
+        window_starts("session-x", (1.0, 2.5), WindowConfig(length=2.0, stride=1.0))
+    message = str(error.value)
+    assert "session-x" in message and "1.500 s" in message and "2 s long" in message
+
+
+@pytest.mark.parametrize(
+    ("length", "stride", "message"),
+    [(0.0, 1.0, "length must be a positive"), (2.0, -1.0, "stride must be a positive")],
+)
+def test_window_config_refuses_non_positive_lengths(length, stride, message):
+    with pytest.raises(ValueError, match=message):
+        WindowConfig(length, stride)
+
+
+def test_window_length_and_stride_must_be_whole_bins():
+    assert WindowConfig(2.0, 1.0).n_bins(0.02) == 100
+    with pytest.raises(ValueError, match=r"stride 0\.01 s is not a whole number of 0\.02 s bins"):
+        WindowConfig(2.0, 0.01).n_bins(0.02)
+
+
+def test_assignment_takes_the_largest_overlap_ties_to_the_earlier_trial():
+    # trials (sorted by id) occupy [0.5, 2.5) and [2.5, 4.5)
+    trial_starts, trial_ends = np.array([0.5, 2.5]), np.array([2.5, 4.5])
+    starts = np.array([0.0, 1.0, 2.0, 1.5, 6.0])
+    overlaps = interval_overlaps(starts, starts + 2.0, trial_starts, trial_ends)
+    # by hand: [0,2): 1.5 / 0; [1,3): 1.5 / 0.5; [2,4): 0.5 / 1.5; [1.5,3.5): 1 / 1; [6,8): 0 / 0
+    np.testing.assert_allclose(overlaps, [[1.5, 0], [1.5, 0.5], [0.5, 1.5], [1, 1], [0, 0]])
+    assigned, overlap = assign_trials(overlaps)
+    assert assigned.tolist() == [0, 0, 1, 0, -1]
+    np.testing.assert_allclose(overlap, [1.5, 1.5, 1.5, 1.0, 0.0])
+    assert assign_trials(np.zeros((3, 0)))[0].tolist() == [-1, -1, -1]
+
+
+def test_a_window_touching_a_validation_or_test_trial_is_never_train():
+    # trials: train [0, 2), validation [2, 4), test [5, 7)
+    trial_splits = np.array(["train", "validation", "test"])
+    overlaps = interval_overlaps(
+        np.array([0.0, 1.0, 3.5, 4.0, 8.0]),
+        np.array([2.0, 3.0, 5.5, 5.0, 10.0]),
+        np.array([0.0, 2.0, 5.0]),
+        np.array([2.0, 4.0, 7.0]),
+    )
+    labels = window_splits(overlaps, trial_splits)
+    # [0,2) train only; [1,3) touches validation; [3.5,5.5) touches validation and test;
+    # [4,5) touches nothing (half-open intervals); [8,10) no trial -> train
+    assert labels.tolist() == ["train", "validation", "test", "train", "train"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A session's windows agree with its trial rows
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_window_on_a_trial_reproduces_its_trial_row(windows_corpus):
+    raw, session = _raw_and_session(windows_corpus)
+    config = session.config
+    trial_starts = session.stim_on_time + config.window[0]  # (K,)
+    spikes = _window_spikes(raw, session, trial_starts, config.n_bins)
+    np.testing.assert_array_equal(spikes, session.spikes)  # same neurons, order and bins
+    times = bin_sample_times(trial_starts, config.n_bins, config.bin_size, "center")
+    for name in CONTINUOUS_SAMPLERS:
+        sampled = CONTINUOUS_SAMPLERS[name](raw, config, times).astype(np.float32)
+        np.testing.assert_array_equal(sampled, getattr(session, name))
+
+
+def test_behaviour_before_the_wheel_starts_is_nan_and_labels_are_minus_one(windows_corpus):
+    raw, session = _raw_and_session(windows_corpus)
+    late = raw.wheel_timestamps >= 30.0
+    raw.wheel_timestamps, raw.wheel_position = raw.wheel_timestamps[late], raw.wheel_position[late]
+    windows = make_session_windows(raw, session, WINDOWS, _modalities())
+    columns = windows.columns
+    sample_times = bin_sample_times(columns["start_time"], 100, 0.02, "center")  # (W, T)
+    before = sample_times < raw.wheel_timestamps[0]
+    assert before.any() and np.isnan(columns["wheel_speed"][before]).all()
+    assert np.isfinite(columns["wheel_speed"][sample_times > raw.wheel_timestamps[0] + 0.1]).all()
+    assert windows.summary["missing_modalities"]["wheel_speed"] == pytest.approx(before.mean())
+    no_trial = columns["trial_id"] < 0
+    assert no_trial.any() and (columns["choice"][no_trial] == -1).all()
+    assert (columns["block"][no_trial] == -1).all()
+    with_trial = ~no_trial
+    position = {int(t): i for i, t in enumerate(session.trial_ids)}
+    rows = [position[int(t)] for t in columns["trial_id"][with_trial]]
+    np.testing.assert_array_equal(columns["choice"][with_trial], session.choice[rows])
+    np.testing.assert_array_equal(columns["block"][with_trial], session.block[rows])
+
+
+def _modalities():
+    from neds_hf.data.preprocess import DATASET_MODALITIES
+
+    return DATASET_MODALITIES
+
+
+def test_a_modality_without_a_window_form_is_refused(windows_corpus):
+    raw, session = _raw_and_session(windows_corpus)
+    labels = {"name": "action", "kind": "categorical", "num_classes": 3, "trial_level": False}
+    with pytest.raises(ValueError, match=r"modality 'action' .* has no continuous-window form"):
+        make_session_windows(raw, session, WINDOWS, [*_modalities(), labels])
+
+
+# ---------------------------------------------------------------------------------------------
+# The built dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def _trial_extents(dataset_dir: Path, session_id: str, split: str) -> np.ndarray:
+    path = dataset_dir / trial_file(session_id, split)
+    stim_on = pq.read_table(path, columns=["stim_on_time"]).column(0).to_numpy()
+    return np.stack([stim_on - 0.5, stim_on + 1.5], axis=1)  # (K, 2)
+
+
+def test_no_training_window_overlaps_a_validation_or_test_trial(windows_corpus):
+    dataset_dir = windows_corpus["dataset_dir"]
+    for session_id in windows_corpus["eids"]:
+        held_out = np.concatenate(
+            [_trial_extents(dataset_dir, session_id, s) for s in ("validation", "test")]
+        )
+        train = pq.read_table(dataset_dir / window_file(session_id, "train")).to_pandas()
+        overlaps = interval_overlaps(
+            train["start_time"].to_numpy(),
+            train["end_time"].to_numpy(),
+            held_out[:, 0],
+            held_out[:, 1],
+        )
+        assert len(train) > 10 and not (overlaps > 0).any()
+        validation = pq.read_table(dataset_dir / window_file(session_id, "validation"))
+        assert validation.num_rows > 0
+
+
+def test_windows_build_keeps_the_trial_rows_byte_identical(windows_corpus):
+    report = json.loads((windows_corpus["trials_only"] / BUILD_REPORT_FILE).read_text())
+    assert "windows" not in report
+    assert not (windows_corpus["trials_only"] / WINDOWS_DIR).exists()
+    card = (windows_corpus["trials_only"] / "README.md").read_text()
+    assert "config_name: windows" not in card and "Continuous windows" not in card
+    with_windows = json.loads((windows_corpus["dataset_dir"] / BUILD_REPORT_FILE).read_text())
+    trials_files = {k: v for k, v in report["files"].items() if not k.startswith(WINDOWS_DIR)}
+    assert trials_files == {
+        k: v for k, v in with_windows["files"].items() if not k.startswith(WINDOWS_DIR)
+    }
+
+
+def test_windows_are_described_in_the_report_and_the_card(windows_corpus):
+    dataset_dir = windows_corpus["dataset_dir"]
+    report = json.loads((dataset_dir / BUILD_REPORT_FILE).read_text())
+    assert report["windows"]["length_s"] == 2.0 and report["windows"]["stride_s"] == 1.0
+    assert report["windows"]["n_bins"] == 100
+    card = (dataset_dir / "README.md").read_text()
+    assert "config_name: windows" in card and "## Continuous windows" in card
+    for entry in report["sessions"]:
+        summary = entry["windows"]
+        rows = {
+            split: pq.read_metadata(dataset_dir / window_file(entry["session_id"], split)).num_rows
+            for split in ("train", "validation", "test")
+        }
+        assert rows == {split: summary[split] for split in rows}
+        assert sum(rows.values()) == summary["n_windows"]
+        duration = summary["recording_end_s"] - summary["recording_start_s"]
+        assert summary["n_windows"] == int((duration - 2.0) // 1.0) + 1
+        assert 0 <= summary["uncovered_tail_s"] < 1.0
+        assert 0 < summary["missing_modalities"]["choice"] < 1
+        assert entry["session_id"] in card
+
+
+def test_windows_load_with_the_trials_neurons(windows_corpus):
+    dataset_dir = windows_corpus["dataset_dir"]
+    session_id = windows_corpus["eids"][1]
+    windows = load_windows(dataset_dir, sessions=[session_id])
+    assert set(windows["train"]["session_id"]) == {session_id}
+    trials = pq.read_table(dataset_dir / trial_file(session_id, "train")).to_pylist()
+    first = windows["train"][0]
+    assert len(first["spikes"]) == len(trials[0]["spikes"]) and len(first["spikes"][0]) == 100
+    with pytest.raises(KeyError, match="sessions without continuous windows"):
+        load_windows(dataset_dir, sessions=["not-a-session"])
+
+
+def test_loading_windows_of_a_trial_only_dataset_says_how_to_build_them(windows_corpus):
+    with pytest.raises(ValueError, match="--windows continuous"):
+        load_windows(windows_corpus["trials_only"])
+
+
+def test_a_changed_windows_file_fails_verification_naming_the_session(windows_corpus, tmp_path):
+    copy = tmp_path / "dataset"
+    shutil.copytree(windows_corpus["dataset_dir"], copy)
+    session_id = windows_corpus["eids"][0]
+    (copy / window_file(session_id, "test")).unlink()
+    with pytest.raises(DatasetIntegrityError, match=f"session {session_id}: .* is missing"):
+        verify_dataset(copy)
+
+
+def test_a_too_long_window_stops_the_build_and_keeps_the_old_dataset(windows_corpus, tmp_path):
+    output = tmp_path / "dataset"
+    shutil.copytree(windows_corpus["dataset_dir"], output)
+    before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    with pytest.raises(WindowLongerThanRecordingError, match=r"recording lasts .* 5000 s long"):
+        build_dataset(
+            windows_corpus["cache_dir"],
+            windows_corpus["eids"],
+            output,
+            progress=False,
+            overwrite=True,
+            windows=WindowConfig(5000.0, 1.0),
+        )
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]  # no staging left
+
+
+def test_prepare_data_window_options(windows_corpus, tmp_path, capsys):
+    from neds_hf.data.cli_prepare import main
+
+    eids = windows_corpus["eids"][:1]
+    common = ["--cache-dir", str(windows_corpus["cache_dir"]), "--eids", *eids, "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "a"), "--window-length", "3"]) == 1
+    assert "--window-length / --window-stride need --windows continuous" in capsys.readouterr().err
+    windows = ["--windows", "continuous", "--window-length", "1.0", "--window-stride", "0.5"]
+    code = main([*common, "--output", str(tmp_path / "b"), *windows])
+    assert code == 0
+    report = json.loads((tmp_path / "b" / BUILD_REPORT_FILE).read_text())
+    assert (report["windows"]["length_s"], report["windows"]["stride_s"]) == (1.0, 0.5)
+    too_long = ["--windows", "continuous", "--window-length", "5000"]
+    assert main([*common, "--output", str(tmp_path / "c"), *too_long]) == 1
+    assert f"session {eids[0]}: the recording lasts" in capsys.readouterr().err
