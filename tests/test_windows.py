@@ -292,3 +292,120 @@ def test_prepare_data_window_options(windows_corpus, tmp_path, capsys):
     too_long = ["--windows", "continuous", "--window-length", "5000"]
     assert main([*common, "--output", str(tmp_path / "c"), *too_long]) == 1
     assert f"session {eids[0]}: the recording lasts" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Training on windows, then fine-tuning on trials
+# ---------------------------------------------------------------------------------------------
+
+
+def _tiny_args(corpus: dict, output_dir: Path, **overrides):
+    from training_helpers import TINY
+
+    from neds_hf.training import NedsTrainingArguments
+
+    values = dict(TINY, output_dir=str(output_dir), dataset=str(corpus["dataset_dir"]))
+    return NedsTrainingArguments(**{**values, **overrides})
+
+
+def test_windows_dataset_serves_windows_with_their_ids(windows_corpus):
+    from neds_hf.data.training_data import NedsTrialDataset
+
+    data = NedsTrialDataset(
+        windows_corpus["dataset_dir"], "train", table="windows", extra_columns=["start_time"]
+    )
+    report = windows_corpus["report"]
+    assert len(data) == sum(entry["windows"]["train"] for entry in report.sessions)
+    item = data[0]
+    assert list(item)[:3] == ["session_id", "trial_id", "window_id"]
+    assert item["spikes"].shape == (data.n_neurons[item["session_id"]], 100)
+    assert isinstance(item["start_time"], float)
+    with pytest.raises(
+        ValueError, match="unknown extra columns \\['stim_on_time'\\] of the windows"
+    ):
+        NedsTrialDataset(
+            windows_corpus["dataset_dir"], "train", table="windows", extra_columns=["stim_on_time"]
+        )
+
+
+def test_window_masks_differ_between_windows_without_a_trial(windows_corpus):
+    from neds_hf import NedsConfig
+    from neds_hf.collator import DataCollatorForNedsMasking
+    from neds_hf.data.training_data import NedsTrialDataset
+    from neds_hf.training.loop import _SeededMasking
+
+    data = NedsTrialDataset(windows_corpus["dataset_dir"], "train", table="windows")
+    no_trial = [i for i in range(len(data)) if data[i]["trial_id"] == -1][:2]
+    first, second = (data[i] for i in no_trial)
+    assert first["session_id"] == second["session_id"]
+    config = NedsConfig.for_mtm(dict(data.n_neurons), hidden_size=32, num_attention_heads=4)
+    collator = DataCollatorForNedsMasking(config, neuron_regions=data.neuron_regions)
+    collate = _SeededMasking(collator, seed=0, rank=0)
+    masks = [collate([dict(item, spikes=first["spikes"])]) for item in (first, second)]
+    assert not all(torch_equal(masks[0][k], masks[1][k]) for k in masks[0] if "mask" in k)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b)) if isinstance(a, torch.Tensor) else a == b
+
+
+def test_training_on_windows_needs_a_windows_dataset_and_no_streaming(windows_corpus, tmp_path):
+    from neds_hf.training import train
+
+    with pytest.raises(ValueError, match="streaming serves trial rows only"):
+        _tiny_args(
+            windows_corpus, tmp_path / "a", dataset_config="windows", streaming=True
+        ).validate()
+    with pytest.raises(ValueError, match="dataset_config must be one of"):
+        _tiny_args(windows_corpus, tmp_path / "b", dataset_config="segments").validate()
+    trials_only = str(windows_corpus["trials_only"])
+    args = _tiny_args(
+        windows_corpus, tmp_path / "c", dataset=trials_only, dataset_config="windows", max_steps=1
+    )
+    with pytest.raises(ValueError, match="has no continuous windows"):
+        train(args)
+
+
+def test_pretrain_on_windows_then_finetune_on_trials_spike_only(windows_corpus, tmp_path):
+    import torch
+
+    from neds_hf import NedsForMaskedModeling
+    from neds_hf.training import train
+
+    pretrained = train(
+        _tiny_args(
+            windows_corpus,
+            tmp_path / "pretrain",
+            dataset_config="windows",
+            spike_only=True,
+            max_steps=6,
+            eval_steps=6,
+            learning_rate=3e-3,
+        )
+    )
+    report = windows_corpus["report"]
+    n_train_windows = sum(entry["windows"]["train"] for entry in report.sessions)
+    assert pretrained.global_step == 6 and pretrained.samples_seen == min(6 * 8, n_train_windows)
+    state = json.loads((tmp_path / "pretrain" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["fingerprint"]["dataset_config"] == "windows"
+    base = NedsForMaskedModeling.from_pretrained(pretrained.model_dir)
+    finetuned = train(
+        _tiny_args(
+            windows_corpus,
+            tmp_path / "finetune",
+            mode="finetune",
+            model_name_or_path=pretrained.model_dir,
+            freeze_encoder="all",
+            max_steps=3,
+            learning_rate=1e-2,
+        )
+    )
+    assert finetuned.global_step == 3
+    assert finetuned.model.config.session_ids == windows_corpus["eids"]
+    tuned = finetuned.model.state_dict()
+    for name, value in base.state_dict().items():
+        if name.startswith(("neds.layers.", "neds.final_norm.")):
+            assert torch.equal(tuned[name], value), name
+    assert np.isfinite(finetuned.history[-1]["eval/bps"])
