@@ -409,3 +409,65 @@ def test_pretrain_on_windows_then_finetune_on_trials_spike_only(windows_corpus, 
         if name.startswith(("neds.layers.", "neds.final_norm.")):
             assert torch.equal(tuned[name], value), name
     assert np.isfinite(finetuned.history[-1]["eval/bps"])
+
+
+def test_windows_behaviours_reach_the_model_as_missing_entries(windows_corpus):
+    from neds_hf import NedsConfig
+    from neds_hf.collator import DataCollatorForNedsMasking
+    from neds_hf.data.load import load_modalities
+    from neds_hf.data.training_data import NedsTrialDataset
+
+    declared = load_modalities(windows_corpus["dataset_dir"])
+    assert [spec.get("allow_missing", False) for spec in declared] == [False] + [True] * 4
+    data = NedsTrialDataset(windows_corpus["dataset_dir"], "train", table="windows")
+    items = [data[i] for i in range(len(data)) if data[i]["session_id"] == data[0]["session_id"]]
+    batch_items = [items[0], *(item for item in items if item["trial_id"] >= 0)][:4]
+    assert batch_items[0]["trial_id"] == -1 and batch_items[0]["window_id"] == 0
+    config = NedsConfig(modalities=declared, sessions=dict(data.n_neurons))
+    batch = DataCollatorForNedsMasking(config, normalization=data.normalization, seed=0)(
+        batch_items
+    )
+    valid = batch["behavior_valid"]  # (B, T, 4): wheel, whisker, choice, block
+    assert not valid[0, :, 2:].any() and valid[1:, :, 2:].all()
+    for position, name in enumerate(("wheel_speed", "whisker_motion_energy")):
+        expected = np.stack([np.isfinite(item[name]) for item in batch_items])  # (B, T)
+        np.testing.assert_array_equal(valid[:, :, position].numpy(), expected)
+
+
+def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_corpus, tmp_path):
+    from neds_hf.training import train
+
+    pretrained = train(
+        _tiny_args(
+            windows_corpus,
+            tmp_path / "pretrain",
+            dataset_config="windows",
+            max_steps=6,
+            eval_steps=6,
+            learning_rate=3e-3,
+        )
+    )
+    losses = [entry["train/loss"] for entry in pretrained.history if "train/loss" in entry]
+    assert len(losses) == 6 and np.isfinite(losses).all()
+    behaviours = pretrained.model.config.behavior_modalities
+    assert [spec["name"] for spec in behaviours] == [
+        "wheel_speed",
+        "whisker_motion_energy",
+        "choice",
+        "block",
+    ]
+    assert all(spec["allow_missing"] for spec in behaviours)
+    finetuned = train(
+        _tiny_args(
+            windows_corpus,
+            tmp_path / "finetune",
+            mode="finetune",
+            model_name_or_path=pretrained.model_dir,
+            max_steps=3,
+            eval_steps=3,
+        )
+    )
+    assert finetuned.global_step == 3
+    scores = finetuned.history[-1]
+    assert {"eval/bps", "eval/wheel_speed_r2", "eval/choice_accuracy"} <= set(scores)
+    assert np.isfinite([scores["eval/bps"], scores["eval/wheel_speed_r2"]]).all()

@@ -75,7 +75,7 @@ from .schema import (
     window_features,
     window_file,
 )
-from .windows import SessionWindows, WindowConfig, make_session_windows
+from .windows import SessionWindows, WindowConfig, make_session_windows, window_modalities
 
 __all__ = [
     "PARTIAL_DIR",
@@ -621,6 +621,8 @@ def build_dataset(
             package_versions=package_versions(),
             windows=windows_description,
         )
+        if windows is not None:  # windows hold missing behaviour entries
+            report.modalities = window_modalities(DATASET_MODALITIES)
         with atomic_directory(output_dir) as staging:
             reused = {} if rebuild_sessions else _reuse_sessions(output_dir, staging, report, eids)
             task = SessionTask(

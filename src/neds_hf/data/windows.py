@@ -26,10 +26,15 @@ session's recording. The rules, each defined once here:
   other window, including those overlapping no trial, is ``train``. So no training window
   contains a bin of a validation or test trial row. Windows of different splits may share
   bins outside validation / test trials (stride shorter than length).
+* **Declaration** (:func:`window_modalities`): a dataset with windows declares every behaviour
+  with ``"allow_missing": True`` (the validity mechanism of :mod:`neds_hf.validity`): the
+  collator masks the -1 labels and NaN bins of windows, the model never scores them; its trial
+  rows hold no missing entries, so fine-tuning on them is unchanged.
 * **Per-bin behaviours** (:data:`CONTINUOUS_SAMPLERS`): sampled like the trial rows (linear
   interpolation at each bin's centre or right edge, ``behavior_sampling``) but never
   excluded: a bin sampled outside a behaviour's recorded span (before the wheel or camera
-  starts, after it stops) or where the signal is NaN holds NaN. Per-bin categorical
+  starts, after it stops) or where the signal is NaN holds NaN; a trial-level label without a
+  trial holds ``INVALID_LABEL`` (-1). Per-bin categorical
   modalities (per-bin labels added to trial rows later) have no window form and are refused.
 
 Behaviours stay in physical units; the session's normalisation constants (train trials) in
@@ -45,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..configuration_neds import INVALID_LABEL
 from .preprocess import (
     SPLITS,
     PreprocessedSession,
@@ -67,6 +73,7 @@ __all__ = [
     "interval_overlaps",
     "make_session_windows",
     "recording_span",
+    "window_modalities",
     "window_splits",
     "window_starts",
 ]
@@ -142,6 +149,15 @@ class WindowConfig:
             "assignment": ASSIGNMENT_RULE,
             "split": SPLIT_RULE,
         }
+
+
+def window_modalities(modalities: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The modality table a dataset with continuous windows declares: ``modalities`` with
+    every behaviour marked ``"allow_missing": True`` (windows hold NaN / -1 entries)."""
+    return [
+        dict(spec) if spec["kind"] == "spikes" else {**spec, "allow_missing": True}
+        for spec in modalities
+    ]
 
 
 def recording_span(raw: RawSession) -> tuple[float, float]:
@@ -308,7 +324,7 @@ def _trial_extents(session: PreprocessedSession, raw: RawSession) -> tuple[np.nd
 
 def _invalid_fraction(values: np.ndarray, kind: str) -> float:
     """Share of invalid entries: NaN for continuous values, -1 for labels."""
-    invalid = np.isnan(values) if kind == "continuous" else values < 0
+    invalid = np.isnan(values) if kind == "continuous" else values == INVALID_LABEL
     return float(invalid.mean()) if invalid.size else 0.0
 
 
@@ -334,7 +350,7 @@ def _modality_columns(
             columns[name] = sampled.astype(np.float32)
         elif kind == "categorical" and spec.get("trial_level", True) and name in trial_values:
             labels = np.asarray(trial_values[name], dtype=np.int64)  # (K,)
-            columns[name] = np.where(assigned >= 0, labels[np.maximum(assigned, 0)], -1)
+            columns[name] = np.where(assigned >= 0, labels[np.maximum(assigned, 0)], INVALID_LABEL)
         else:
             raise ValueError(
                 f"session {session.session_id}: modality {name!r} ({kind}) has no continuous-"
