@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from training_helpers import tiny_args
 
 from neds_hf.data import build_dataset
 from neds_hf.data.load import DatasetIntegrityError, load_windows, verify_dataset
@@ -44,6 +45,7 @@ def windows_corpus(tmp_path_factory) -> dict:
     return {
         "cache_dir": cache_dir,
         "eids": eids,
+        "pretrain_eids": eids,  # training_helpers.tiny_args trains on these
         "trials_only": root / "trials_only",
         "dataset_dir": root / "dataset",
         "report": with_windows,
@@ -299,13 +301,11 @@ def test_prepare_data_window_options(windows_corpus, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 
 
-def _tiny_args(corpus: dict, output_dir: Path, **overrides):
-    from training_helpers import TINY
+def _pretrain_on_windows(corpus: dict, output_dir: Path, **overrides):
+    from neds_hf.training import train
 
-    from neds_hf.training import NedsTrainingArguments
-
-    values = dict(TINY, output_dir=str(output_dir), dataset=str(corpus["dataset_dir"]))
-    return NedsTrainingArguments(**{**values, **overrides})
+    values = dict(dataset_config="windows", max_steps=6, eval_steps=6, learning_rate=3e-3)
+    return train(tiny_args(corpus, output_dir, **{**values, **overrides}))
 
 
 def test_windows_dataset_serves_windows_with_their_ids(windows_corpus):
@@ -355,13 +355,13 @@ def test_training_on_windows_needs_a_windows_dataset_and_no_streaming(windows_co
     from neds_hf.training import train
 
     with pytest.raises(ValueError, match="streaming serves trial rows only"):
-        _tiny_args(
+        tiny_args(
             windows_corpus, tmp_path / "a", dataset_config="windows", streaming=True
         ).validate()
     with pytest.raises(ValueError, match="dataset_config must be one of"):
-        _tiny_args(windows_corpus, tmp_path / "b", dataset_config="segments").validate()
+        tiny_args(windows_corpus, tmp_path / "b", dataset_config="segments").validate()
     trials_only = str(windows_corpus["trials_only"])
-    args = _tiny_args(
+    args = tiny_args(
         windows_corpus, tmp_path / "c", dataset=trials_only, dataset_config="windows", max_steps=1
     )
     with pytest.raises(ValueError, match="has no continuous windows"):
@@ -374,17 +374,7 @@ def test_pretrain_on_windows_then_finetune_on_trials_spike_only(windows_corpus, 
     from neds_hf import NedsForMaskedModeling
     from neds_hf.training import train
 
-    pretrained = train(
-        _tiny_args(
-            windows_corpus,
-            tmp_path / "pretrain",
-            dataset_config="windows",
-            spike_only=True,
-            max_steps=6,
-            eval_steps=6,
-            learning_rate=3e-3,
-        )
-    )
+    pretrained = _pretrain_on_windows(windows_corpus, tmp_path / "pretrain", spike_only=True)
     report = windows_corpus["report"]
     n_train_windows = sum(entry["windows"]["train"] for entry in report.sessions)
     assert pretrained.global_step == 6 and pretrained.samples_seen == min(6 * 8, n_train_windows)
@@ -392,7 +382,7 @@ def test_pretrain_on_windows_then_finetune_on_trials_spike_only(windows_corpus, 
     assert state["fingerprint"]["dataset_config"] == "windows"
     base = NedsForMaskedModeling.from_pretrained(pretrained.model_dir)
     finetuned = train(
-        _tiny_args(
+        tiny_args(
             windows_corpus,
             tmp_path / "finetune",
             mode="finetune",
@@ -437,16 +427,7 @@ def test_windows_behaviours_reach_the_model_as_missing_entries(windows_corpus):
 def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_corpus, tmp_path):
     from neds_hf.training import train
 
-    pretrained = train(
-        _tiny_args(
-            windows_corpus,
-            tmp_path / "pretrain",
-            dataset_config="windows",
-            max_steps=6,
-            eval_steps=6,
-            learning_rate=3e-3,
-        )
-    )
+    pretrained = _pretrain_on_windows(windows_corpus, tmp_path / "pretrain")
     losses = [entry["train/loss"] for entry in pretrained.history if "train/loss" in entry]
     assert len(losses) == 6 and np.isfinite(losses).all()
     behaviours = pretrained.model.config.behavior_modalities
@@ -458,7 +439,7 @@ def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_cor
     ]
     assert all(spec["allow_missing"] for spec in behaviours)
     finetuned = train(
-        _tiny_args(
+        tiny_args(
             windows_corpus,
             tmp_path / "finetune",
             mode="finetune",

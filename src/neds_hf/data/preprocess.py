@@ -84,6 +84,7 @@ __all__ = [
     "normalization_stats",
     "package_versions",
     "preprocess_session",
+    "session_wheel_velocity",
     "split_assignment",
     "wheel_velocity",
 ]
@@ -383,6 +384,20 @@ def wheel_velocity(
     return grid_times, velocity
 
 
+def session_wheel_velocity(
+    raw: RawSession, config: PreprocessingConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """A session's :func:`wheel_velocity` with the configured grid and filter, ``(grid_times,
+    velocity)``; trial rows and continuous windows sample its absolute value."""
+    return wheel_velocity(
+        np.asarray(raw.wheel_timestamps, dtype=np.float64),
+        np.asarray(raw.wheel_position, dtype=np.float64),
+        fs=config.wheel_fs,
+        order=config.wheel_filter_order,
+        corner_hz=config.wheel_corner_hz,
+    )
+
+
 def split_assignment(
     n_trials: int, session_id: str, seed: int, fractions: tuple[float, float, float]
 ) -> np.ndarray:
@@ -555,13 +570,7 @@ def _sample_behaviour(
     """
     _validate_series(raw, "wheel", raw.wheel_timestamps, raw.wheel_position)
     _validate_series(raw, "motion energy", raw.motion_energy_times, raw.motion_energy)
-    wheel_times, velocity = wheel_velocity(
-        np.asarray(raw.wheel_timestamps, dtype=np.float64),
-        np.asarray(raw.wheel_position, dtype=np.float64),
-        fs=config.wheel_fs,
-        order=config.wheel_filter_order,
-        corner_hz=config.wheel_corner_hz,
-    )
+    wheel_times, velocity = session_wheel_velocity(raw, config)
     finite_align = np.isfinite(window_starts)
     sample_times = bin_sample_times(
         np.where(finite_align, window_starts, 0.0),

@@ -57,7 +57,7 @@ from .preprocess import (
     PreprocessingConfig,
     bin_sample_times,
     bin_spikes,
-    wheel_velocity,
+    session_wheel_velocity,
 )
 from .raw import RawSession
 
@@ -228,13 +228,7 @@ def _interpolate_or_nan(
 
 def _wheel_speed(raw: RawSession, config: PreprocessingConfig, sample_times: np.ndarray):
     """Wheel speed (rad/s), ``|velocity|`` sampled as the trial rows do."""
-    grid_times, velocity = wheel_velocity(
-        np.asarray(raw.wheel_timestamps, dtype=np.float64),
-        np.asarray(raw.wheel_position, dtype=np.float64),
-        fs=config.wheel_fs,
-        order=config.wheel_filter_order,
-        corner_hz=config.wheel_corner_hz,
-    )
+    grid_times, velocity = session_wheel_velocity(raw, config)
     return np.abs(_interpolate_or_nan(sample_times, grid_times, velocity))
 
 
