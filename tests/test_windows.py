@@ -452,3 +452,21 @@ def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_cor
     scores = finetuned.history[-1]
     assert {"eval/bps", "eval/wheel_speed_r2", "eval/choice_accuracy"} <= set(scores)
     assert np.isfinite([scores["eval/bps"], scores["eval/wheel_speed_r2"]]).all()
+
+
+def test_a_rebuild_reuses_sessions_only_with_the_same_windows(windows_corpus, tmp_path):
+    output = tmp_path / "dataset"
+    shutil.copytree(windows_corpus["dataset_dir"], output)
+    cache_dir, eids = windows_corpus["cache_dir"], windows_corpus["eids"]
+    same = build_dataset(cache_dir, eids, output, progress=False, overwrite=True, windows=WINDOWS)
+    assert all(entry.get("reused") for entry in same.sessions)
+    assert same.to_dict()["windows"] == windows_corpus["report"].to_dict()["windows"]
+    verify_dataset(output)
+    assert len(load_windows(output)["train"]) == sum(e["windows"]["train"] for e in same.sessions)
+    other = WindowConfig(length=1.0, stride=1.0)
+    rebuilt = build_dataset(cache_dir, eids, output, progress=False, overwrite=True, windows=other)
+    assert not any(entry.get("reused") for entry in rebuilt.sessions)
+    assert len(load_windows(output)["train"][0]["spikes"][0]) == 50  # 1 s windows
+    trials_only = build_dataset(cache_dir, eids, output, progress=False, overwrite=True)
+    assert not any(entry.get("reused") for entry in trials_only.sessions)
+    assert not (output / WINDOWS_DIR).exists()
