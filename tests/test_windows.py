@@ -470,3 +470,32 @@ def test_a_rebuild_reuses_sessions_only_with_the_same_windows(windows_corpus, tm
     trials_only = build_dataset(cache_dir, eids, output, progress=False, overwrite=True)
     assert not any(entry.get("reused") for entry in trials_only.sessions)
     assert not (output / WINDOWS_DIR).exists()
+
+
+def test_the_windows_config_lists_only_splits_that_hold_windows():
+    from types import SimpleNamespace
+
+    from neds_hf.data.card import _window_splits, card_configs
+
+    report = SimpleNamespace(
+        sessions=[
+            {"status": "ok", "windows": {"train": 3, "validation": 0, "test": 1}},
+            {"status": "ok", "windows": {"train": 2, "validation": 0, "test": 0}},
+            {"status": "skipped"},
+        ]
+    )
+    assert _window_splits(report) == ["train", "test"]
+    configs = {c["config_name"]: c for c in card_configs(["s1"], window_splits=["train", "test"])}
+    assert [f["split"] for f in configs["windows"]["data_files"]] == ["train", "test"]
+    assert "windows" not in {c["config_name"] for c in card_configs(["s1"])}
+
+
+def test_a_split_without_windows_is_a_clear_error(windows_corpus, monkeypatch):
+    from datasets import DatasetDict
+
+    from neds_hf.data import training_data
+
+    only_train = DatasetDict({"train": load_windows(windows_corpus["dataset_dir"])["train"]})
+    monkeypatch.setattr(training_data, "load_windows", lambda *args, **kwargs: only_train)
+    with pytest.raises(ValueError, match=r"has no validation windows \(splits: \['train'\]\)"):
+        training_data.NedsTrialDataset(windows_corpus["dataset_dir"], "validation", table="windows")

@@ -73,10 +73,12 @@ def _split_paths(prefix: str, splits: Iterable[str]) -> list[dict[str, str]]:
 
 
 def card_configs(
-    session_ids: Sequence[str], splits: Sequence[str] = SPLITS, windows: bool = False
+    session_ids: Sequence[str],
+    splits: Sequence[str] = SPLITS,
+    window_splits: Sequence[str] = (),
 ) -> list[dict]:
     """The YAML ``configs`` entries: ``all`` (default), one per session, neurons, sessions,
-    and ``windows`` when the dataset has continuous windows."""
+    and ``windows`` with the ``window_splits`` that hold continuous windows (if any)."""
     configs = [
         {
             "config_name": ALL_CONFIG,
@@ -97,9 +99,12 @@ def card_configs(
     configs.append(
         {"config_name": SESSIONS_CONFIG, "data_files": [{"split": "train", "path": SESSIONS_FILE}]}
     )
-    if windows:
+    if window_splits:
         configs.append(
-            {"config_name": WINDOWS_CONFIG, "data_files": _split_paths(f"{WINDOWS_DIR}/*", splits)}
+            {
+                "config_name": WINDOWS_CONFIG,
+                "data_files": _split_paths(f"{WINDOWS_DIR}/*", window_splits),
+            }
         )
     return configs
 
@@ -113,7 +118,7 @@ def make_dataset_card(
         pretty_name="NEDS IBL trials (binned spikes and behaviour)",
         tags=["neuroscience", "neuropixels", "international-brain-laboratory", "spikes"],
         size_categories=_size_category(sum(row["n_trials"] for row in session_rows)),
-        configs=card_configs(report.built_session_ids, splits, report.windows is not None),
+        configs=card_configs(report.built_session_ids, splits, _window_splits(report)),
     )
     lines = [
         *_overview_lines(report, session_rows),
@@ -211,6 +216,13 @@ def _schema_lines(report: BuildReport) -> list[str]:
         "",
     ]
     return lines
+
+
+def _window_splits(report: BuildReport) -> list[str]:
+    """The splits holding continuous windows in some session (a split may have none, e.g.
+    with a stride longer than the windows)."""
+    summaries = [entry["windows"] for entry in report.sessions if "windows" in entry]
+    return [split for split in SPLITS if any(summary[split] for summary in summaries)]
 
 
 def _windows_lines(report: BuildReport) -> list[str]:

@@ -174,6 +174,10 @@ class NedsTrialDataset(_TrialsMetadata, Dataset):
         load = load_windows if table == "windows" else load_neds_dataset
         whole = sessions is None
         trials = load(path_or_repo, None if whole else self.session_ids, **load_kwargs)
+        if split not in trials:
+            raise ValueError(
+                f"dataset {os.fspath(path_or_repo)} has no {split} {table} (splits: {list(trials)})"
+            )
         self.trials = trials[split].select_columns(list(self.columns)).with_format("numpy")
         #: Session id of every item, ``(n_items,)``.
         self.item_session_ids = np.asarray(self.trials.with_format(None)["session_id"], dtype=str)
