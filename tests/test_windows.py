@@ -499,3 +499,22 @@ def test_a_split_without_windows_is_a_clear_error(windows_corpus, monkeypatch):
     monkeypatch.setattr(training_data, "load_windows", lambda *args, **kwargs: only_train)
     with pytest.raises(ValueError, match=r"has no validation windows \(splits: \['train'\]\)"):
         training_data.NedsTrialDataset(windows_corpus["dataset_dir"], "validation", table="windows")
+
+
+@pytest.mark.slow
+def test_worker_processes_build_the_same_windows_and_raise_the_same_error(windows_corpus, tmp_path):
+    cache_dir, eids = windows_corpus["cache_dir"], windows_corpus["eids"]
+    pooled = build_dataset(
+        cache_dir, eids, tmp_path / "pooled", progress=False, num_proc=2, windows=WINDOWS
+    )
+    assert pooled.files == windows_corpus["report"].files
+    with pytest.raises(WindowLongerThanRecordingError, match=r"5000 s long") as error:
+        build_dataset(
+            cache_dir,
+            eids,
+            tmp_path / "too_long",
+            progress=False,
+            num_proc=2,
+            windows=WindowConfig(5000.0, 1.0),
+        )
+    assert error.value.session_id in eids and error.value.window_s == 5000.0
