@@ -351,21 +351,45 @@ def torch_equal(a, b) -> bool:
     return bool(torch.equal(a, b)) if isinstance(a, torch.Tensor) else a == b
 
 
-def test_training_on_windows_needs_a_windows_dataset_and_no_streaming(windows_corpus, tmp_path):
+def test_training_on_windows_needs_a_windows_dataset(windows_corpus, tmp_path):
     from neds_hf.training import train
 
-    with pytest.raises(ValueError, match="streaming serves trial rows only"):
-        tiny_args(
-            windows_corpus, tmp_path / "a", dataset_config="windows", streaming=True
-        ).validate()
     with pytest.raises(ValueError, match="dataset_config must be one of"):
         tiny_args(windows_corpus, tmp_path / "b", dataset_config="segments").validate()
     trials_only = str(windows_corpus["trials_only"])
+    for streaming in (False, True):
+        args = tiny_args(
+            windows_corpus,
+            tmp_path / f"c{streaming}",
+            dataset=trials_only,
+            dataset_config="windows",
+            streaming=streaming,
+            max_steps=1,
+        )
+        with pytest.raises(ValueError, match="has no continuous windows"):
+            train(args)
+
+
+def test_streamed_windows_are_the_in_memory_windows(windows_corpus, tmp_path):
+    from neds_hf.data.streaming import NedsStreamingTrials
+    from neds_hf.data.training_data import NedsTrialDataset
+
+    dataset_dir = windows_corpus["dataset_dir"]
+    in_memory = NedsTrialDataset(dataset_dir, "validation", table="windows")
+    stream = NedsStreamingTrials(dataset_dir, "validation", shuffle_buffer_size=0, table="windows")
+    streamed = {(i["session_id"], i["window_id"]): i for i in stream.iter_all()}
+    expected = {(i["session_id"], i["window_id"]): i for i in in_memory}
+    assert len(stream) == len(in_memory) == len(streamed) and streamed.keys() == expected.keys()
+    for key, item in streamed.items():
+        np.testing.assert_array_equal(item["spikes"], expected[key]["spikes"])
+        np.testing.assert_array_equal(item["wheel_speed"], expected[key]["wheel_speed"])
+        assert item["choice"] == expected[key]["choice"]
+    from neds_hf.training import train
+
     args = tiny_args(
-        windows_corpus, tmp_path / "c", dataset=trials_only, dataset_config="windows", max_steps=1
+        windows_corpus, tmp_path, dataset_config="windows", streaming=True, max_steps=2
     )
-    with pytest.raises(ValueError, match="has no continuous windows"):
-        train(args)
+    assert train(args).global_step == 2
 
 
 def test_pretrain_on_windows_then_finetune_on_trials_spike_only(windows_corpus, tmp_path):

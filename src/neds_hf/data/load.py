@@ -59,6 +59,7 @@ __all__ = [
     "load_windows",
     "local_dataset_fingerprint",
     "verify_dataset",
+    "window_counts",
 ]
 
 #: What a dataset folder holds, for error messages.
@@ -354,6 +355,25 @@ def has_windows(path_or_repo: str | os.PathLike) -> bool:
     import datasets
 
     return WINDOWS_CONFIG in datasets.get_dataset_config_names(path)
+
+
+def window_counts(path_or_repo: str | os.PathLike, split: str) -> dict[str, int]:
+    """``{session_id: windows of split}`` from a local dataset's build report (the per-session
+    windows summaries); a ``ValueError`` for a dataset without windows or a Hub id."""
+    path = os.fspath(path_or_repo)
+    if not is_local_dataset_path(path):
+        raise ValueError(
+            f"dataset {path}: counting continuous windows needs a local dataset folder; "
+            "download the dataset first"
+        )
+    if not has_windows(path):
+        raise ValueError(f"dataset {path} has no continuous windows")
+    report = _read_build_report(Path(path))
+    return {
+        str(entry["session_id"]): int(entry["windows"][split])
+        for entry in report.get("sessions", [])
+        if entry.get("status") == "ok"
+    }
 
 
 def load_windows(

@@ -357,10 +357,6 @@ class NedsTrainingArguments(_ConfigArguments):
                 "streaming reads its trials in the training process: set "
                 "dataloader_num_workers=0 (each worker would read the whole stream again)"
             )
-        if self.streaming and self.dataset_config == "windows":
-            errors.append(
-                "streaming serves trial rows only; train on the windows without streaming"
-            )
         if self.push_to_hub and not self.hub_model_id:
             errors.append("push_to_hub needs hub_model_id (ORG/NAME)")
         return errors

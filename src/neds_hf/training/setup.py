@@ -134,11 +134,12 @@ def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
 def load_streaming_data(
     args: Any, num_processes: int, process_index: int
 ) -> tuple[Any, Any, Mapping[str, Any]]:
-    """The train trials streamed and sharded for this rank, the validation trials streamed
-    (read whole by the main process), and the streamed features; the features are checked
-    against the declared trials schema like :func:`load_training_data` does."""
+    """The train rows (trials, or continuous windows with ``dataset_config=windows``) streamed
+    and sharded for this rank, the validation rows streamed (read whole by the main process),
+    and the streamed features; the features are checked against the declared schema like
+    :func:`load_training_data` does."""
     from ..data.load import load_modalities
-    from ..data.schema import trial_features
+    from ..data.schema import trial_features, window_features
     from ..data.streaming import NedsStreamingTrials
 
     train_data = NedsStreamingTrials(
@@ -149,6 +150,7 @@ def load_streaming_data(
         seed=args.seed,
         num_replicas=num_processes,
         rank=process_index,
+        table=args.dataset_config,
     )
     eval_data = NedsStreamingTrials(
         args.dataset,
@@ -157,9 +159,11 @@ def load_streaming_data(
         shuffle_buffer_size=0,
         num_replicas=1,
         rank=0,
+        table=args.dataset_config,
     )
     features = train_data.features
-    expected = trial_features(load_modalities(args.dataset))
+    schema = window_features if args.dataset_config == "windows" else trial_features
+    expected = schema(load_modalities(args.dataset))
     # the streamed columns only (the stream selects them); each must have its declared type
     wrong = [
         name
@@ -168,7 +172,8 @@ def load_streaming_data(
     ]
     if wrong:
         raise ValueError(
-            f"dataset {args.dataset} does not match the neds_hf trials schema: columns of "
+            f"dataset {args.dataset} does not match the neds_hf {args.dataset_config} schema: "
+            "columns of "
             f"another type or without type {wrong}"
         )
     return train_data, eval_data, features
