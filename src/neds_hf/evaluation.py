@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .collator import DataCollatorForNedsMasking
-from .configuration_neds import BEHAVIOR_NORMALIZATIONS
+from .configuration_neds import BEHAVIOR_NORMALIZATIONS, check_declared_modalities
 from .masking import MTM_EVAL_TASKS, HeldOutSet, heldout_masks, mtm_heldout_sets
 from .metrics import accuracy as accuracy_score
 from .metrics import (
@@ -515,12 +515,13 @@ def _group_by_session(dataset: Iterable[Mapping[str, Any]]) -> dict[str, list[Ma
 
 
 def trial_conditions(config: Any, trials: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
-    """``(trials, K)`` labels of the config's trial-level categorical modalities (the PSTH
-    conditions), or None when the model has none or the trials lack them."""
+    """``(trials, K)`` labels of the config's trial-level categorical modalities present in
+    every trial (the PSTH conditions; those that may be missing are left out), or None when the
+    model has none or the trials lack them."""
     names = [
         spec["name"]
         for spec in config.behavior_modalities
-        if spec["kind"] == "categorical" and spec["trial_level"]
+        if spec["kind"] == "categorical" and spec["trial_level"] and not allows_missing(spec)
     ]
     return conditions_from_fields(trials, names)
 
@@ -833,6 +834,41 @@ def report_to_eval_results(
     return entries
 
 
+def _dataset_trials(
+    model: NedsForMaskedModeling, dataset: str, split: str, sessions: Sequence[str]
+) -> tuple[Any, list[dict[str, Any]], list[str]]:
+    """The trials dataset, its trials and the PSTH condition fields (the declared trial-level
+    categorical modalities present in every trial) for evaluating `model` on `dataset`; the
+    declared modalities must feed the model, and every session its neuron count."""
+    from .data.load import load_modalities
+    from .data.training_data import NedsTrialDataset
+
+    declared = load_modalities(dataset)
+    check_declared_modalities(model.config.modalities, declared, str(dataset))
+    condition_fields = [
+        spec["name"]
+        for spec in declared
+        if spec["kind"] == "categorical"
+        and spec.get("trial_level", True)
+        and not allows_missing(spec)
+    ]
+    served = {spec["name"] for spec in model.config.modalities} | set(condition_fields)
+    data = NedsTrialDataset(
+        dataset,
+        split,
+        sessions=list(sessions),
+        modalities=[spec["name"] for spec in declared if spec["name"] in served],
+    )
+    for session_id in sessions:
+        if data.n_neurons[session_id] != model.config.sessions[session_id]:
+            raise ValueError(
+                f"session {session_id}: the model has {model.config.sessions[session_id]} "
+                f"neurons, the dataset {data.n_neurons[session_id]}; they were built with "
+                "different preprocessing"
+            )
+    return data, [data[i] for i in range(len(data))], condition_fields
+
+
 def evaluate_model(
     model_name_or_path: str | NedsForMaskedModeling,
     dataset: str,
@@ -852,8 +888,7 @@ def evaluate_model(
     and group trials for the spike PSTH R² by the dataset's trial-level categorical modalities,
     so spike-only and multimodal models are scored on the same conditions.
     """
-    from .data.load import load_modalities, load_sessions
-    from .data.training_data import NedsTrialDataset
+    from .data.load import load_sessions
 
     model = (
         model_name_or_path
@@ -873,20 +908,7 @@ def evaluate_model(
     unknown = sorted(set(sessions) - set(model.config.sessions))
     if unknown:
         raise ValueError(f"the model does not know sessions {unknown}; fine-tune it on them first")
-    data = NedsTrialDataset(dataset, split, sessions=list(sessions))
-    for session_id in sessions:
-        if data.n_neurons[session_id] != model.config.sessions[session_id]:
-            raise ValueError(
-                f"session {session_id}: the model has {model.config.sessions[session_id]} "
-                f"neurons, the dataset {data.n_neurons[session_id]}; they were built with "
-                "different preprocessing"
-            )
-    trials = [data[i] for i in range(len(data))]
-    condition_fields = [
-        spec["name"]
-        for spec in load_modalities(dataset)
-        if spec["kind"] == "categorical" and spec.get("trial_level", True)
-    ]
+    data, trials, condition_fields = _dataset_trials(model, dataset, split, sessions)
     report = evaluate_trials(
         model,
         trials,

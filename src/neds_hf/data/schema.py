@@ -23,7 +23,8 @@ The trial features are derived from the dataset's modality table (name and kind 
 modality, :data:`neds_hf.data.preprocess.DATASET_MODALITIES` for the IBL preprocessing): a
 ``spikes`` modality is ``[N, T]`` counts, a ``continuous`` one ``[T]`` float32 values, a
 ``categorical`` one an int64 class (``[T]`` int64 classes when ``"trial_level": False``). The
-writer converts whatever columns these features name.
+writer converts whatever columns these features name. A behaviour declared with
+``"allow_missing"`` stores a missing entry in the value: NaN (continuous) or -1 (categorical).
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def trial_features(modalities: Sequence[Mapping[str, Any]] = DATASET_MODALITIES)
         per_bin_labels = spec["kind"] == "categorical" and not spec.get("trial_level", True)
         feature = PER_BIN_LABELS_FEATURE if per_bin_labels else MODALITY_KIND_FEATURES[spec["kind"]]
         columns[spec["name"]] = feature
-    columns.update(TRIAL_CONTEXT_FEATURES)
+    # a context column a modality also names (``reward``) is that modality's column
+    columns.update({k: v for k, v in TRIAL_CONTEXT_FEATURES.items() if k not in columns})
     return Features(columns)
 
 

@@ -63,7 +63,7 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         seed: shuffle seed; the order is a pure function of (seed, epoch, world size).
         num_replicas, rank: distributed world size and this process's rank (default: from
             ``torch.distributed`` when initialised, else 1 and 0).
-        region_column, extra_columns, load_kwargs: as for ``NedsTrialDataset``.
+        region_column, extra_columns, modalities, load_kwargs: as for ``NedsTrialDataset``.
     """
 
     def __init__(
@@ -77,6 +77,7 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         rank: int | None = None,
         region_column: str = "region_beryl",
         extra_columns: Sequence[str] = (),
+        modalities: Sequence[str] | None = None,
         **load_kwargs: Any,
     ) -> None:
         import datasets
@@ -84,7 +85,9 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
 
         if shuffle_buffer_size < 0:
             raise ValueError(f"shuffle_buffer_size must be >= 0, got {shuffle_buffer_size}")
-        super().__init__(path_or_repo, split, sessions, region_column, extra_columns, load_kwargs)
+        super().__init__(
+            path_or_repo, split, sessions, region_column, extra_columns, load_kwargs, modalities
+        )
         self.num_replicas, self.rank = _world(num_replicas, rank)
         counts = {s: int(self.sessions_table[s][f"n_trials_{split}"]) for s in self.session_ids}
         #: Rows of the split over all ranks (from the sessions table).
