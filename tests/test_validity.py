@@ -336,3 +336,17 @@ def test_linear_baselines_leave_missing_entries_out_and_say_so():
         f"logistic reward decoder fitted on the {8 - n_missing_rewards} of 8" in n
         for n in result.notes
     )
+
+
+def test_present_entries_without_normalisation_constants_are_an_error():
+    examples = trials(2)
+    nan_stats = dict.fromkeys(("mean", "std", "min", "max"), float("nan"))
+    stats = {"mean": 1.0, "std": 2.0, "min": 0.0, "max": 4.0}
+    normalization = {
+        session: {"wheel_speed": stats, "licking_rate": nan_stats} for session in SESSIONS
+    }
+    collator = DataCollatorForNedsMasking(config(), normalization=normalization, seed=0)
+    examples[1]["licking_rate"][:] = np.nan  # entirely missing: no constants needed
+    collator(examples[1:])
+    with pytest.raises(ValueError, match=r"session s-a: licking_rate has present entries but no"):
+        collator(examples)
