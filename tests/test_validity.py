@@ -250,3 +250,103 @@ def test_allow_missing_is_validated_and_kept_only_when_set():
         config([MODALITIES[0], {"name": "x", "kind": "continuous", "allow_missing": "yes"}])
     with pytest.raises(ValueError, match="spikes cannot be missing"):
         config([{"name": "spikes", "kind": "spikes", "allow_missing": True}])
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and baselines
+# ---------------------------------------------------------------------------------------------
+
+
+def _session_b_without_licks(n: int = 12) -> list[dict]:
+    examples = trials(n, seed=4)
+    for position, example in enumerate(examples):
+        example["trial_id"] = position
+        if example["session_id"] == "s-b":
+            example["licking_rate"] = np.full(NUM_BINS, np.nan, dtype=np.float32)
+    return examples
+
+
+def test_evaluation_skips_missing_entries_and_reports_a_missing_behaviour(model):
+    from neds_hf.evaluation import evaluate_trials, predict_session, score_session
+    from neds_hf.metrics import accuracy, r2_flattened
+
+    examples = _session_b_without_licks()
+    report = evaluate_trials(model, examples, per_behavior_encoding=True)
+    assert report.missing_modalities == {"s-b": ["licking_rate"]}
+    assert np.isnan(report.per_session["s-b"]["licking_rate_r2"])
+    assert np.isnan(report.per_session["s-b"]["bps_licking_rate_only"])
+    assert np.isfinite(report.per_session["s-b"]["wheel_speed_r2"])
+    session_a = [t for t in examples if t["session_id"] == "s-a"]
+    lick_gaps = sum(int(np.isnan(t["licking_rate"]).sum()) for t in session_a)
+    no_reward = sum(t["reward"] == -1 for t in session_a)
+    assert lick_gaps and no_reward
+    assert report.skipped_entries["s-a"] == {
+        "licking_rate": [lick_gaps, len(session_a) * NUM_BINS],
+        "reward": [no_reward, len(session_a)],
+    }
+    # the scores are those of the present entries only
+    decoding = predict_session(model, session_a, "decoding")
+    lick_target = np.stack([t["licking_rate"] for t in session_a])
+    present = ~np.isnan(lick_target)
+    expected_r2 = r2_flattened(
+        decoding.behavior_predictions["licking_rate"][present], lick_target[present]
+    )
+    assert report.per_session["s-a"]["licking_rate_r2"] == pytest.approx(expected_r2, rel=1e-6)
+    rewards = np.array([t["reward"] for t in session_a])
+    expected_accuracy = accuracy(
+        decoding.behavior_predictions["reward"][rewards >= 0], rewards[rewards >= 0]
+    )
+    assert score_session(model.config, None, decoding)["reward_accuracy"] == expected_accuracy
+    markdown = report.to_markdown()
+    assert "- s-b: licking_rate missing" in markdown
+    assert f"licking_rate {lick_gaps} of {len(session_a) * NUM_BINS} entries skipped" in markdown
+    assert report.to_dict()["missing_modalities"] == {"s-b": ["licking_rate"]}
+
+
+def test_evaluation_of_a_model_without_missing_capable_behaviours_reports_nothing_new():
+    from neds_hf.evaluation import evaluate_trials
+
+    paper = [spec for spec in MODALITIES if not spec.get("allow_missing")]
+    torch.manual_seed(0)
+    plain = NedsForMaskedModeling(config(paper)).eval()
+    examples = _session_b_without_licks(4)
+    report = evaluate_trials(plain, examples)
+    assert report.skipped_entries is None
+    assert "skipped_entries" not in report.to_dict() and "Missing" not in report.to_markdown()
+
+
+def test_linear_baselines_leave_missing_entries_out_and_say_so():
+    from neds_hf.baselines import fit_linear_baselines, trials_to_arrays
+
+    examples = [t for t in trials(24, seed=5) if t["session_id"] == "s-a"]
+    for position, example in enumerate(examples):
+        example["trial_id"] = position
+    examples[0]["licking_rate"][:] = np.nan
+    specs = config().behavior_modalities
+    train, test = trials_to_arrays(examples[:8], specs), trials_to_arrays(examples[8:], specs)
+    result = fit_linear_baselines(train, test, specs, seed=0)
+    assert np.isfinite(result.encoder_rates).all()
+    assert np.isfinite(result.decoded["licking_rate"]).all()
+    assert any(
+        "ridge licking_rate decoder fitted on the 6 of 8 train trials" in n for n in result.notes
+    )
+    assert any("licking_rate missing in 11 of 64 train" in n for n in result.notes)
+    n_missing_rewards = int((train["reward"] == -1).sum())
+    assert n_missing_rewards and any(
+        f"logistic reward decoder fitted on the {8 - n_missing_rewards} of 8" in n
+        for n in result.notes
+    )
+
+
+def test_present_entries_without_normalisation_constants_are_an_error():
+    examples = trials(2)
+    nan_stats = dict.fromkeys(("mean", "std", "min", "max"), float("nan"))
+    stats = {"mean": 1.0, "std": 2.0, "min": 0.0, "max": 4.0}
+    normalization = {
+        session: {"wheel_speed": stats, "licking_rate": nan_stats} for session in SESSIONS
+    }
+    collator = DataCollatorForNedsMasking(config(), normalization=normalization, seed=0)
+    examples[1]["licking_rate"][:] = np.nan  # entirely missing: no constants needed
+    collator(examples[1:])
+    with pytest.raises(ValueError, match=r"session s-a: licking_rate has present entries but no"):
+        collator(examples)

@@ -132,10 +132,10 @@ def test_a_window_on_a_trial_reproduces_its_trial_row(windows_corpus):
     trial_starts = session.stim_on_time + config.window[0]  # (K,)
     spikes = _window_spikes(raw, session, trial_starts, config.n_bins)
     np.testing.assert_array_equal(spikes, session.spikes)  # same neurons, order and bins
-    times = bin_sample_times(trial_starts, config.n_bins, config.bin_size, "center")
+    columns = session.trial_columns()
     for name in CONTINUOUS_SAMPLERS:
-        sampled = CONTINUOUS_SAMPLERS[name](raw, config, times).astype(np.float32)
-        np.testing.assert_array_equal(sampled, getattr(session, name))
+        sampled = CONTINUOUS_SAMPLERS[name](raw, config, trial_starts, config.n_bins)
+        np.testing.assert_array_equal(sampled.astype(np.float32), columns[name])
 
 
 def test_behaviour_before_the_wheel_starts_is_nan_and_labels_are_minus_one(windows_corpus):
@@ -432,8 +432,11 @@ def test_windows_behaviours_reach_the_model_as_missing_entries(windows_corpus):
     from neds_hf.data.training_data import NedsTrialDataset
 
     declared = load_modalities(windows_corpus["dataset_dir"])
-    assert [spec.get("allow_missing", False) for spec in declared] == [False] + [True] * 4
-    data = NedsTrialDataset(windows_corpus["dataset_dir"], "train", table="windows")
+    assert [spec.get("allow_missing", False) for spec in declared] == [False] + [True] * 7
+    names = [spec["name"] for spec in declared]
+    data = NedsTrialDataset(
+        windows_corpus["dataset_dir"], "train", table="windows", modalities=names
+    )
     items = [data[i] for i in range(len(data)) if data[i]["session_id"] == data[0]["session_id"]]
     batch_items = [items[0], *(item for item in items if item["trial_id"] >= 0)][:4]
     assert batch_items[0]["trial_id"] == -1 and batch_items[0]["window_id"] == 0
@@ -441,17 +444,22 @@ def test_windows_behaviours_reach_the_model_as_missing_entries(windows_corpus):
     batch = DataCollatorForNedsMasking(config, normalization=data.normalization, seed=0)(
         batch_items
     )
-    valid = batch["behavior_valid"]  # (B, T, 4): wheel, whisker, choice, block
-    assert not valid[0, :, 2:].any() and valid[1:, :, 2:].all()
-    for position, name in enumerate(("wheel_speed", "whisker_motion_energy")):
-        expected = np.stack([np.isfinite(item[name]) for item in batch_items])  # (B, T)
-        np.testing.assert_array_equal(valid[:, :, position].numpy(), expected)
+    valid = batch["behavior_valid"].numpy()  # (B, T, M) behaviours in config order
+    for position, spec in enumerate(config.behavior_modalities):
+        values = [item[spec["name"]] for item in batch_items]
+        if spec["kind"] == "continuous":
+            expected = np.stack([np.isfinite(v) for v in values])  # (B, T)
+        else:
+            expected = np.repeat([[v != -1] for v in values], valid.shape[1], axis=1)  # (B, T)
+        np.testing.assert_array_equal(valid[:, :, position], expected, err_msg=spec["name"])
+    labels = [names.index(name) - 1 for name in ("choice", "block")]
+    assert not valid[0][:, labels].any() and valid[1:][:, :, labels].all()
 
 
 def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_corpus, tmp_path):
     from neds_hf.training import train
 
-    pretrained = _pretrain_on_windows(windows_corpus, tmp_path / "pretrain")
+    pretrained = _pretrain_on_windows(windows_corpus, tmp_path / "pretrain", modalities=["all"])
     losses = [entry["train/loss"] for entry in pretrained.history if "train/loss" in entry]
     assert len(losses) == 6 and np.isfinite(losses).all()
     behaviours = pretrained.model.config.behavior_modalities
@@ -460,8 +468,13 @@ def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_cor
         "whisker_motion_energy",
         "choice",
         "block",
+        "reward",
+        "stimulus_contrast",
+        "licking_rate",
     ]
     assert all(spec["allow_missing"] for spec in behaviours)
+    windows_scores = pretrained.history[-1]  # validation windows, missing entries skipped
+    assert np.isfinite([windows_scores["eval/choice_accuracy"], windows_scores["eval/bps"]]).all()
     finetuned = train(
         tiny_args(
             windows_corpus,
@@ -474,7 +487,7 @@ def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_cor
     )
     assert finetuned.global_step == 3
     scores = finetuned.history[-1]
-    assert {"eval/bps", "eval/wheel_speed_r2", "eval/choice_accuracy"} <= set(scores)
+    assert {"eval/bps", "eval/wheel_speed_r2", "eval/reward_accuracy"} <= set(scores)
     assert np.isfinite([scores["eval/bps"], scores["eval/wheel_speed_r2"]]).all()
 
 

@@ -261,6 +261,11 @@ class DataCollatorForNedsMasking:
                 _check_finite(trace, session_id, name)  # inf stays an error
                 if not invalid.all():
                     normalized = self._normalize(trace, session_id, name)
+                    if not np.isfinite(normalized[~invalid]).all():
+                        raise ValueError(
+                            f"session {session_id}: {name} has present entries but no finite "
+                            "normalisation constants (it is missing in every train trial)"
+                        )
                     values[sample, :, column] = np.where(invalid, 0.0, normalized)
                 valid[sample, :, self._behavior_columns[name]] = ~invalid
         return torch.from_numpy(values)  # (B, T, M_continuous)

@@ -109,6 +109,44 @@ def allows_missing(spec: Mapping[str, Any]) -> bool:
     return bool(spec.get("allow_missing", False))
 
 
+def _describe_modality(spec: Mapping[str, Any]) -> str:
+    """``name (kind[, C classes][, per bin])`` of one modality entry, for error messages."""
+    details = [spec["kind"]]
+    if spec["kind"] == "categorical":
+        details.append(f"{spec.get('num_classes')} classes")
+        if not spec.get("trial_level", True):
+            details.append("per bin")
+    return f"{spec['name']} ({', '.join(details)})"
+
+
+def check_declared_modalities(
+    model_modalities: Iterable[Mapping[str, Any]],
+    declared: Iterable[Mapping[str, Any]],
+    dataset: str,
+) -> None:
+    """A ValueError naming both lists when a dataset's declared modalities cannot feed a model:
+    every modality of the model must be declared with the same kind, number of classes and
+    trial level (whether it may be missing is the dataset's business)."""
+    model_modalities, declared = list(model_modalities), list(declared)
+    by_name = {spec["name"]: spec for spec in declared}
+    problems = []
+    for spec in model_modalities:
+        other = by_name.get(spec["name"])
+        if other is None:
+            problems.append(f"{spec['name']} is not declared")
+        elif _describe_modality(other) != _describe_modality(spec):
+            problems.append(
+                f"{spec['name']} is {_describe_modality(spec)} in the model but "
+                f"{_describe_modality(other)} in the dataset"
+            )
+    if problems:
+        raise ValueError(
+            f"the model's modalities {[_describe_modality(s) for s in model_modalities]} "
+            f"disagree with those dataset {dataset} declares "
+            f"{[_describe_modality(s) for s in declared]}: " + "; ".join(problems)
+        )
+
+
 def normalize_sessions(sessions: Any, field_name: str = "sessions") -> dict[str, int]:
     """Turn a mapping or a sequence of (id, n_neurons) pairs into an ordered dict, validating it.
 
@@ -455,5 +493,6 @@ __all__ = [
     "NEDS_SCHEMES",
     "NedsConfig",
     "allows_missing",
+    "check_declared_modalities",
     "normalize_sessions",
 ]

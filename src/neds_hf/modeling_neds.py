@@ -1272,11 +1272,9 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         """Predict every modality and, when masks are given, the masked-modelling loss.
 
         Target masks default to the input masks (hidden = scored); targets default to the
-        inputs. Behaviour entries that `behavior_valid` marks missing are hidden on input and
-        left out of every loss term and of its normalisation. `return_loss=False` skips the
-        losses (`loss` and `modality_losses` are `None`), for prediction. See
-        :class:`NedsModel` for the other inputs.
-        """
+        inputs; entries `behavior_valid` marks missing are hidden and never scored (nor
+        counted). `return_loss=False` skips the losses (`loss` and `modality_losses` are
+        `None`), for prediction. See :class:`NedsModel` for the other inputs."""
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
         batch_session = self.neds._check_inputs(

@@ -354,6 +354,8 @@ def process_session(
             **{split: len(session.split_indices(split)) for split in SPLITS},
         },
         "exclusion": session.report.to_dict(),
+        # behaviours kept with missing entries (masked, not dropped): {name: fraction missing}
+        "missing_modalities": session.missing_fractions(),
         # probes left out because they have no spike sorting (listed, never silently dropped)
         "probes_without_spike_sorting": list(raw.metadata.get("probes_without_spike_sorting", [])),
         **windows_entry,

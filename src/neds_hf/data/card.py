@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..validity import allows_missing
 from .preprocess import MODALITY_UNITS, SPLITS
 from .schema import (
     ALL_CONFIG,
@@ -188,17 +189,19 @@ def _schema_lines(report: BuildReport) -> list[str]:
     lines = [
         "## Modalities",
         "",
-        "| modality | kind | classes | unit / meaning |",
-        "|---|---|---|---|",
+        "| modality | kind | classes | unit / meaning | may be missing |",
+        "|---|---|---|---|---|",
     ]
     for spec in report.modalities:
         lines.append(
             f"| `{spec['name']}` | {spec['kind']} | {spec.get('num_classes') or ''} | "
-            f"{MODALITY_UNITS.get(spec['name'], '')} |"
+            f"{MODALITY_UNITS.get(spec['name'], '')} | {'yes' if allows_missing(spec) else ''} |"
         )
     lines += [
         "",
-        "The modality table is also recorded in `build_report.json` (`modalities`).",
+        "The modality table is also recorded in `build_report.json` (`modalities`). A behaviour "
+        "that may be missing stores a missing entry in the value (NaN, or -1 for a class); its "
+        "trials are kept, and models hide and never score those entries.",
         "",
         "## Schema",
         "",
@@ -297,6 +300,7 @@ def _provenance_lines(report: BuildReport, session_rows: Sequence[dict[str, Any]
             lines.append(f"| {entry['session_id']} | {entry['reason']} | {detail} |")
     else:
         lines.append("None.")
+    lines += _missing_behavior_lines(report)
     partial = [
         s for s in report.sessions if s["status"] == "ok" and s.get("probes_without_spike_sorting")
     ]
@@ -306,6 +310,26 @@ def _provenance_lines(report: BuildReport, session_rows: Sequence[dict[str, Any]
             f"- {s['session_id']}: {', '.join(s['probes_without_spike_sorting'])}" for s in partial
         ]
     return [*lines, ""]
+
+
+def _missing_behavior_lines(report: BuildReport) -> list[str]:
+    """The built sessions with missing behaviour entries: a behaviour missing in every trial
+    is named as missing, a partly missing one with its fraction (``missing_modalities``)."""
+    rows = [
+        (entry["session_id"], entry["missing_modalities"])
+        for entry in report.sessions
+        if entry["status"] == "ok" and entry.get("missing_modalities")
+    ]
+    if not rows:
+        return []
+    lines = ["", "### Missing behaviours (sessions kept, entries masked)", ""]
+    for session_id, fractions in rows:
+        parts = [
+            f"{name} missing" if fraction >= 1.0 else f"{name} {fraction:.1%} of entries missing"
+            for name, fraction in fractions.items()
+        ]
+        lines.append(f"- {session_id}: " + "; ".join(parts))
+    return lines
 
 
 def _parameter_lines(report: BuildReport) -> list[str]:

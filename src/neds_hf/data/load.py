@@ -30,7 +30,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 from datasets import DatasetDict
 
-from .preprocess import DATASET_MODALITIES, SPLITS
+from ..configuration_neds import IBL_MODALITIES
+from .preprocess import BWB_MODALITIES, SPLITS
 from .schema import (
     ALL_CONFIG,
     BUILD_REPORT_FILE,
@@ -49,6 +50,7 @@ __all__ = [
     "DatasetFolderError",
     "DatasetIntegrityError",
     "check_dataset_folder",
+    "default_modalities",
     "file_record",
     "has_windows",
     "load_modalities",
@@ -272,15 +274,24 @@ def local_dataset_fingerprint(path: str | os.PathLike) -> str:
 def load_modalities(path_or_repo: str | os.PathLike) -> list[dict[str, Any]]:
     """The modality table a dataset declares (``build_report.json`` ``"modalities"``).
 
-    Datasets built before the table was recorded, and Hub repos, declare the IBL modalities
-    the preprocessing produces (:data:`neds_hf.data.preprocess.DATASET_MODALITIES`).
+    Datasets built before the table was recorded, and Hub repos, declare the five IBL
+    modalities of the paper (:data:`neds_hf.configuration_neds.IBL_MODALITIES`), which every
+    dataset of the IBL preprocessing has.
     """
     folder = Path(path_or_repo)
     if folder.is_dir():
         declared = _read_build_report(folder).get("modalities")
         if declared:
             return [dict(spec) for spec in declared]
-    return [dict(spec) for spec in DATASET_MODALITIES]
+    return [dict(spec) for spec in IBL_MODALITIES]
+
+
+def default_modalities(declared: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The declared modalities used when none are named: all but the BrainWideBench behaviours
+    (:data:`neds_hf.data.preprocess.BWB_MODALITIES`, opt-in), i.e. the paper's five on an IBL
+    dataset. Training, the trial datasets and evaluation share this rule."""
+    opt_in = {spec["name"] for spec in BWB_MODALITIES}
+    return [dict(spec) for spec in declared if spec["name"] not in opt_in]
 
 
 def is_local_dataset_path(path: str) -> bool:

@@ -27,10 +27,11 @@ The trial features are derived from the dataset's modality table (name and kind 
 modality, :data:`neds_hf.data.preprocess.DATASET_MODALITIES` for the IBL preprocessing): a
 ``spikes`` modality is ``[N, T]`` counts, a ``continuous`` one ``[T]`` float32 values, a
 ``categorical`` one an int64 class (``[T]`` int64 classes when ``"trial_level": False``). The
-writer converts whatever columns these features name. The windows features
-(:func:`window_features`) carry the same modality columns between their own keys
-(``session_id``, ``window_id``, the assigned ``trial_id`` or -1) and context (``start_time``,
-``end_time`` in s on the session clock, ``trial_overlap`` in s).
+writer converts whatever columns these features name. A behaviour declared with
+``"allow_missing"`` stores a missing entry in the value: NaN (continuous) or -1 (categorical).
+The windows features (:func:`window_features`) carry the same modality columns between their
+own keys (``session_id``, ``window_id``, the assigned ``trial_id`` or -1) and context
+(``start_time``, ``end_time`` in s on the session clock, ``trial_overlap`` in s).
 """
 
 from __future__ import annotations
@@ -122,16 +123,17 @@ WINDOW_CONTEXT_FEATURES = {
 
 def trial_features(modalities: Sequence[Mapping[str, Any]] = DATASET_MODALITIES) -> Features:
     """Trials features for a modality table: keys, one column per modality, trial context."""
-    return Features(
-        {**TRIAL_KEY_FEATURES, **_modality_features(modalities), **TRIAL_CONTEXT_FEATURES}
-    )
+    columns = {**TRIAL_KEY_FEATURES, **_modality_features(modalities)}
+    # a context column a modality also names (``reward``) is that modality's column
+    columns.update({k: v for k, v in TRIAL_CONTEXT_FEATURES.items() if k not in columns})
+    return Features(columns)
 
 
 def window_features(modalities: Sequence[Mapping[str, Any]] = DATASET_MODALITIES) -> Features:
     """Continuous-windows features for a modality table: keys, modalities, window context."""
-    return Features(
-        {**WINDOW_KEY_FEATURES, **_modality_features(modalities), **WINDOW_CONTEXT_FEATURES}
-    )
+    columns = {**WINDOW_KEY_FEATURES, **_modality_features(modalities)}
+    columns.update(WINDOW_CONTEXT_FEATURES)
+    return Features(columns)
 
 
 def _modality_features(modalities: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

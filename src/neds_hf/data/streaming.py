@@ -69,8 +69,8 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         seed: shuffle seed; the order is a pure function of (seed, epoch, world size).
         num_replicas, rank: distributed world size and this process's rank (default: from
             ``torch.distributed`` when initialised, else 1 and 0).
-        region_column, extra_columns, table, load_kwargs: as for ``NedsTrialDataset``
-            (``table="windows"`` for a local dataset folder only).
+        region_column, extra_columns, modalities, table, load_kwargs: as for
+            ``NedsTrialDataset`` (``table="windows"`` for a local dataset folder only).
     """
 
     def __init__(
@@ -84,6 +84,7 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         rank: int | None = None,
         region_column: str = "region_beryl",
         extra_columns: Sequence[str] = (),
+        modalities: Sequence[str] | None = None,
         table: str = "trials",
         **load_kwargs: Any,
     ) -> None:
@@ -93,7 +94,14 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         if shuffle_buffer_size < 0:
             raise ValueError(f"shuffle_buffer_size must be >= 0, got {shuffle_buffer_size}")
         super().__init__(
-            path_or_repo, split, sessions, region_column, extra_columns, load_kwargs, table
+            path_or_repo,
+            split,
+            sessions,
+            region_column,
+            extra_columns,
+            load_kwargs,
+            modalities,
+            table,
         )
         self.num_replicas, self.rank = _world(num_replicas, rank)
         if table == "windows":

@@ -24,6 +24,7 @@ import torch.distributed
 from torch.utils.data import Dataset, Sampler
 
 from .load import (
+    default_modalities,
     load_modalities,
     load_neds_dataset,
     load_neurons,
@@ -60,6 +61,24 @@ ROW_TABLES = {
 }
 
 
+def _served_modalities(
+    declared: Sequence[dict[str, Any]],
+    modalities: Sequence[str] | None,
+    path_or_repo: str | os.PathLike,
+) -> list[dict[str, Any]]:
+    """The declared modalities a trials dataset serves: those named in `modalities` (dataset
+    order), or the default selection (:func:`~neds_hf.data.load.default_modalities`)."""
+    if modalities is None:
+        return default_modalities(declared)
+    names = [spec["name"] for spec in declared]
+    unknown = [name for name in modalities if name not in names]
+    if unknown:
+        raise ValueError(
+            f"unknown modalities {unknown}; dataset {os.fspath(path_or_repo)} declares {names}"
+        )
+    return [dict(spec) for spec in declared if spec["name"] in modalities]
+
+
 class _TrialsMetadata:
     """What the model needs per session, read from the sessions and neurons tables: the
     served session ids, the sessions rows, normalisation constants, neuron counts and regions,
@@ -73,6 +92,7 @@ class _TrialsMetadata:
         region_column: str,
         extra_columns: Sequence[str],
         load_kwargs: dict[str, Any],
+        modalities: Sequence[str] | None = None,
         table: str = "trials",
     ) -> None:
         if split not in SPLITS:
@@ -115,9 +135,13 @@ class _TrialsMetadata:
                 )
             self.neuron_regions[session_id] = regions
         self.split = split
-        #: ``{column: kind}`` of the declared modalities, in the dataset's order.
-        self.modality_kinds = {spec["name"]: spec["kind"] for spec in load_modalities(path_or_repo)}
-        self.columns = (*self.key_columns, *self.modality_kinds, *extra_columns)
+        #: ``{column: kind}`` of the served modalities, in the dataset's order.
+        self.modality_kinds = {
+            spec["name"]: spec["kind"]
+            for spec in _served_modalities(load_modalities(path_or_repo), modalities, path_or_repo)
+        }
+        extra = [column for column in extra_columns if column not in self.modality_kinds]
+        self.columns = (*self.key_columns, *self.modality_kinds, *extra)
 
     def _item(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """One row (numpy-formatted or plain Python values) as a collator-ready dict."""
@@ -138,8 +162,9 @@ class _TrialsMetadata:
 class NedsTrialDataset(_TrialsMetadata, Dataset):
     """Trials of some sessions and one split of a built dataset, as collator-ready dicts.
 
-    Each item is ``{"session_id": str, "trial_id": int, <modality>: value}`` for every modality
-    the dataset declares (:func:`~neds_hf.data.load_modalities`): spikes int32 ``[N, T]``,
+    Each item is ``{"session_id": str, "trial_id": int, <modality>: value}`` for the served
+    modalities (`modalities`, default: every declared one but the BrainWideBench behaviours,
+    :func:`~neds_hf.data.load.default_modalities`): spikes int32 ``[N, T]``,
     continuous behaviour float32 ``[T]``, a trial-level label int (for the IBL datasets:
     ``wheel_speed``, ``whisker_motion_energy``, ``choice``, ``block``), plus
     ``extra_columns``. Behaviours are in physical units; the collator normalises them with
@@ -153,6 +178,7 @@ class NedsTrialDataset(_TrialsMetadata, Dataset):
         region_column: neurons-table column used for :attr:`neuron_regions`.
         extra_columns: more columns to include (from :data:`EXTRA_TRIAL_COLUMNS`, or
             :data:`EXTRA_WINDOW_COLUMNS` for windows).
+        modalities: names of the declared modalities to serve (default: see above).
         table: ``"trials"`` (trial-aligned rows) or ``"windows"`` (continuous windows; items
             also carry ``window_id``).
         load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
@@ -165,11 +191,19 @@ class NedsTrialDataset(_TrialsMetadata, Dataset):
         sessions: Sequence[str] | None = None,
         region_column: str = "region_beryl",
         extra_columns: Sequence[str] = (),
+        modalities: Sequence[str] | None = None,
         table: str = "trials",
         **load_kwargs: Any,
     ) -> None:
         super().__init__(
-            path_or_repo, split, sessions, region_column, extra_columns, load_kwargs, table
+            path_or_repo,
+            split,
+            sessions,
+            region_column,
+            extra_columns,
+            load_kwargs,
+            modalities,
+            table,
         )
         load = load_windows if table == "windows" else load_neds_dataset
         whole = sessions is None

@@ -28,14 +28,15 @@ session's recording. The rules, each defined once here:
   bins outside validation / test trials (stride shorter than length).
 * **Declaration** (:func:`window_modalities`): a dataset with windows declares every behaviour
   with ``"allow_missing": True`` (the validity mechanism of :mod:`neds_hf.validity`): the
-  collator masks the -1 labels and NaN bins of windows, the model never scores them; its trial
-  rows hold no missing entries, so fine-tuning on them is unchanged.
-* **Per-bin behaviours** (:data:`CONTINUOUS_SAMPLERS`): sampled like the trial rows (linear
-  interpolation at each bin's centre or right edge, ``behavior_sampling``) but never
-  excluded: a bin sampled outside a behaviour's recorded span (before the wheel or camera
-  starts, after it stops) or where the signal is NaN holds NaN; a trial-level label without a
-  trial holds ``INVALID_LABEL`` (-1). Per-bin categorical
-  modalities (per-bin labels added to trial rows later) have no window form and are refused.
+  collator masks the -1 labels and NaN bins of windows and the model never scores them; the
+  trial rows' values are unchanged.
+* **Per-bin behaviours** (:data:`CONTINUOUS_SAMPLERS`): computed like the trial rows (wheel
+  speed and motion energy by linear interpolation at each bin's centre or right edge,
+  ``behavior_sampling``; licking rate as licks per bin) but never excluded: a bin sampled
+  outside a behaviour's recorded span (before the wheel or camera starts, after it stops) or
+  where the signal is NaN holds NaN; a trial-level label without a trial holds
+  ``INVALID_LABEL`` (-1). Per-bin categorical modalities (per-bin labels added to trial rows
+  later) have no window form and are refused.
 
 Behaviours stay in physical units; the session's normalisation constants (train trials) in
 the sessions table apply to its windows too.
@@ -57,6 +58,7 @@ from .preprocess import (
     PreprocessingConfig,
     bin_sample_times,
     bin_spikes,
+    lick_counts,
     session_wheel_velocity,
 )
 from .raw import RawSession
@@ -226,27 +228,46 @@ def _interpolate_or_nan(
     return sampled
 
 
-def _wheel_speed(raw: RawSession, config: PreprocessingConfig, sample_times: np.ndarray):
+def _sample_times(config: PreprocessingConfig, starts: np.ndarray, n_bins: int) -> np.ndarray:
+    """Where a per-bin behaviour is sampled in each window ``(W, T)``, as in the trial rows."""
+    return bin_sample_times(starts, n_bins, config.bin_size, config.behavior_sampling)
+
+
+def _wheel_speed(
+    raw: RawSession, config: PreprocessingConfig, starts: np.ndarray, n_bins: int
+) -> np.ndarray:
     """Wheel speed (rad/s), ``|velocity|`` sampled as the trial rows do."""
     grid_times, velocity = session_wheel_velocity(raw, config)
+    sample_times = _sample_times(config, starts, n_bins)
     return np.abs(_interpolate_or_nan(sample_times, grid_times, velocity))
 
 
 def _whisker_motion_energy(
-    raw: RawSession, config: PreprocessingConfig, sample_times: np.ndarray
+    raw: RawSession, config: PreprocessingConfig, starts: np.ndarray, n_bins: int
 ) -> np.ndarray:
-    """Whisker motion energy sampled at ``sample_times``."""
+    """Whisker motion energy sampled as the trial rows do."""
     return _interpolate_or_nan(
-        sample_times,
+        _sample_times(config, starts, n_bins),
         np.asarray(raw.motion_energy_times, dtype=np.float64),
         np.asarray(raw.motion_energy, dtype=np.float64),
     )
 
 
-#: Per-bin continuous modality -> ``sampler(raw, config, sample_times (W, T)) -> (W, T)``.
-CONTINUOUS_SAMPLERS: dict[str, Callable[[RawSession, PreprocessingConfig, np.ndarray], Any]] = {
+def _licking_rate(
+    raw: RawSession, config: PreprocessingConfig, starts: np.ndarray, n_bins: int
+) -> np.ndarray:
+    """Licks per bin on the spike bins, as the trial rows count them (all NaN without lick
+    times)."""
+    return lick_counts(raw.lick_times, starts, n_bins, config.bin_size)
+
+
+#: Per-bin continuous modality -> ``sampler(raw, config, starts (W,), n_bins) -> (W, T)``.
+CONTINUOUS_SAMPLERS: dict[
+    str, Callable[[RawSession, PreprocessingConfig, np.ndarray, int], np.ndarray]
+] = {
     "wheel_speed": _wheel_speed,
     "whisker_motion_energy": _whisker_motion_energy,
+    "licking_rate": _licking_rate,
 }
 
 
@@ -331,8 +352,6 @@ def _modality_columns(
     assigned: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """One column per declared modality, per window."""
-    config = session.config
-    sample_times = bin_sample_times(starts, n_bins, config.bin_size, config.behavior_sampling)
     trial_values = session.trial_columns()
     columns: dict[str, np.ndarray] = {}
     for spec in modalities:
@@ -340,7 +359,7 @@ def _modality_columns(
         if kind == "spikes":
             columns[name] = _window_spikes(raw, session, starts, n_bins)  # (W, N, T)
         elif kind == "continuous" and name in CONTINUOUS_SAMPLERS:
-            sampled = CONTINUOUS_SAMPLERS[name](raw, config, sample_times)  # (W, T)
+            sampled = CONTINUOUS_SAMPLERS[name](raw, session.config, starts, n_bins)  # (W, T)
             columns[name] = sampled.astype(np.float32)
         elif kind == "categorical" and spec.get("trial_level", True) and name in trial_values:
             labels = np.asarray(trial_values[name], dtype=np.int64)  # (K,)

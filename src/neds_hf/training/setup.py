@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..configuration_neds import NedsConfig
+from ..configuration_neds import NedsConfig, allows_missing, check_declared_modalities
 from ..modeling_neds import NedsForMaskedModeling, is_session_parameter
 from .arguments import ARCHITECTURE_FIELDS, CONFIG_ARGUMENT_FIELDS, select_modalities
 
@@ -125,9 +125,18 @@ def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
             f"dataset {args.dataset} does not match the neds_hf {args.dataset_config} schema: "
             f"missing columns {missing}, columns of another type {mismatched}"
         )
-    table = args.dataset_config
-    train_data = NedsTrialDataset(args.dataset, "train", sessions=args.sessions, table=table)
-    eval_data = NedsTrialDataset(args.dataset, "validation", sessions=args.sessions, table=table)
+    # every declared modality: the model (new or pretrained) takes the ones it has
+    served = [spec["name"] for spec in load_modalities(args.dataset)]
+    train_data, eval_data = (
+        NedsTrialDataset(
+            args.dataset,
+            split,
+            sessions=args.sessions,
+            modalities=served,
+            table=args.dataset_config,
+        )
+        for split in ("train", "validation")
+    )
     return train_data, eval_data, features
 
 
@@ -142,10 +151,12 @@ def load_streaming_data(
     from ..data.schema import trial_features, window_features
     from ..data.streaming import NedsStreamingTrials
 
+    served = [spec["name"] for spec in load_modalities(args.dataset)]
     train_data = NedsStreamingTrials(
         args.dataset,
         "train",
         sessions=args.sessions,
+        modalities=served,
         shuffle_buffer_size=args.shuffle_buffer_size,
         seed=args.seed,
         num_replicas=num_processes,
@@ -156,6 +167,7 @@ def load_streaming_data(
         args.dataset,
         "validation",
         sessions=args.sessions,
+        modalities=served,
         shuffle_buffer_size=0,
         num_replicas=1,
         rank=0,
@@ -265,6 +277,20 @@ def _load_pretrained(args: Any, dataset_sessions: Mapping[str, int]) -> tuple[An
     return model, fresh_sessions
 
 
+def _check_dataset_modalities(model: NedsForMaskedModeling, dataset: Any) -> None:
+    """The dataset's declared modalities must feed the model (else a ValueError naming both
+    lists); a behaviour the dataset declares as possibly missing becomes so in the model's
+    config, so that its missing entries are masked rather than rejected."""
+    from ..data.load import load_modalities
+
+    declared = load_modalities(dataset)
+    check_declared_modalities(model.config.modalities, declared, str(dataset))
+    may_be_missing = {spec["name"] for spec in declared if allows_missing(spec)}
+    for spec in model.config.modalities:
+        if spec["name"] in may_be_missing:
+            spec["allow_missing"] = True
+
+
 def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> NedsForMaskedModeling:
     """The model to train: new (pretraining) or pretrained with the dataset's sessions.
 
@@ -279,6 +305,7 @@ def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> Ne
         fresh_sessions = list(dataset_sessions)
     if args.init_baseline_rates and fresh_sessions:
         model.set_baseline_rates(mean_counts_per_bin(train_data, fresh_sessions))
+    _check_dataset_modalities(model, args.dataset)
     for spec in model.config.behavior_modalities:
         if spec["name"] not in features:
             raise ValueError(
