@@ -115,14 +115,16 @@ BWB_MODALITIES: tuple[dict[str, Any], ...] = (
     {"name": "licking_rate", "kind": "continuous", "allow_missing": True},
 )
 
-#: The modalities this preprocessing produces, in token order: the five IBL modalities of the
-#: NEDS paper (:data:`neds_hf.configuration_neds.IBL_MODALITIES`, the model's default), then
-#: the BrainWideBench behaviours (:data:`BWB_MODALITIES`). Every dataset built from it declares
-#: them (``build_report.json`` ``"modalities"``, the card); the writer, the schema and the
-#: loaders read that declaration rather than these names.
+#: The modalities this preprocessing produces, in token order: the spikes, the BrainWideBench
+#: behaviours (:data:`BWB_MODALITIES`), then the behaviours of the NEDS paper, so that the
+#: paper's five (:data:`neds_hf.configuration_neds.IBL_MODALITIES`, the model's default) keep
+#: their order and a modality a derived dataset appends (e.g. ``action``) follows ``block``.
+#: Every dataset built from it declares them (``build_report.json`` ``"modalities"``, the
+#: card); the writer, the schema and the loaders read that declaration rather than these names.
 DATASET_MODALITIES: tuple[dict[str, Any], ...] = (
-    *(dict(spec) for spec in IBL_MODALITIES),
+    dict(IBL_MODALITIES[0]),
     *(dict(spec) for spec in BWB_MODALITIES),
+    *(dict(spec) for spec in IBL_MODALITIES[1:]),
 )
 
 #: Unit / meaning of each produced modality (for the card).
@@ -138,8 +140,11 @@ MODALITY_UNITS = {
     "licking_rate": "[T] licks per bin (alf/licks.times); NaN = missing (no lick times)",
 }
 
-#: Continuous behaviours produced per bin, in physical units.
-CONTINUOUS_BEHAVIORS = tuple(m["name"] for m in DATASET_MODALITIES if m["kind"] == "continuous")
+#: Continuous behaviours produced per bin, in physical units: the paper's first (the order of
+#: the sessions table's ``normalization`` entries), then the BrainWideBench ones.
+CONTINUOUS_BEHAVIORS = tuple(
+    m["name"] for m in (*IBL_MODALITIES, *BWB_MODALITIES) if m["kind"] == "continuous"
+)
 
 #: probabilityLeft value -> block class.
 BLOCK_CLASSES = {0.2: 0, 0.5: 1, 0.8: 2}
