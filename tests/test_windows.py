@@ -13,7 +13,12 @@ import pytest
 from training_helpers import tiny_args
 
 from neds_hf.data import build_dataset
-from neds_hf.data.load import DatasetIntegrityError, load_windows, verify_dataset
+from neds_hf.data.load import (
+    DatasetIntegrityError,
+    load_modalities,
+    load_windows,
+    verify_dataset,
+)
 from neds_hf.data.preprocess import PreprocessingConfig, bin_sample_times, preprocess_session
 from neds_hf.data.schema import BUILD_REPORT_FILE, WINDOWS_DIR, trial_file, window_file
 from neds_hf.data.windows import (
@@ -428,7 +433,6 @@ def test_pretrain_on_windows_then_finetune_on_trials_spike_only(windows_corpus, 
 def test_windows_behaviours_reach_the_model_as_missing_entries(windows_corpus):
     from neds_hf import NedsConfig
     from neds_hf.collator import DataCollatorForNedsMasking
-    from neds_hf.data.load import load_modalities
     from neds_hf.data.training_data import NedsTrialDataset
 
     declared = load_modalities(windows_corpus["dataset_dir"])
@@ -463,7 +467,9 @@ def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_cor
     losses = [entry["train/loss"] for entry in pretrained.history if "train/loss" in entry]
     assert len(losses) == 6 and np.isfinite(losses).all()
     behaviours = pretrained.model.config.behavior_modalities
-    assert [spec["name"] for spec in behaviours] == [
+    declared = load_modalities(windows_corpus["dataset_dir"])
+    assert [spec["name"] for spec in behaviours] == [spec["name"] for spec in declared[1:]]
+    assert {spec["name"] for spec in behaviours} == {
         "wheel_speed",
         "whisker_motion_energy",
         "choice",
@@ -471,7 +477,7 @@ def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_cor
         "reward",
         "stimulus_contrast",
         "licking_rate",
-    ]
+    }
     assert all(spec["allow_missing"] for spec in behaviours)
     windows_scores = pretrained.history[-1]  # validation windows, missing entries skipped
     assert np.isfinite([windows_scores["eval/choice_accuracy"], windows_scores["eval/bps"]]).all()
