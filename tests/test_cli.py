@@ -38,6 +38,9 @@ def test_every_subcommand_has_help(command):
         "evaluate": "--dataset",
         "push": "--repo-id",
         "demo": "--output",
+        "export-bwb": "--replicate-seeds",
+        "export-bwb-gt": "--dataset",
+        "score-bwb": "--pred",
     }
     assert expected[command] in result.stdout
 

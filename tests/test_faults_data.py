@@ -468,6 +468,8 @@ def test_the_trials_writer_follows_the_modality_table():
         "choice": np.array([0, 1, 0]),
         "block": np.array([0, 1, 2]),
         "reward": np.array([1, 0, 1]),
+        "stimulus_contrast": np.array([0, 4, -1]),
+        "licking_rate": np.full((n_trials, n_bins), np.nan),
         "contrast": np.zeros(n_trials),
         "stim_on_time": np.arange(n_trials, dtype=np.float64),
     }

@@ -33,6 +33,25 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "Evaluate a model on a dataset split: encoding bits per spike, decoding R² and "
         "balanced accuracy, optional per-behaviour encoding and region probe.",
     ),
+    "export-bwb": (
+        "neds_hf.brainwidebench.cli",
+        "add_export_bwb_arguments",
+        "run_export_bwb",
+        "Write BrainWideBench predictions (TS1 behaviours, TS2 co-smoothing and forecasting, "
+        "TS3 Cosmos region) of one model per benchmark seed with the benchmark's writer.",
+    ),
+    "export-bwb-gt": (
+        "neds_hf.brainwidebench.cli",
+        "add_export_bwb_gt_arguments",
+        "run_export_bwb_gt",
+        "Write a dataset's BrainWideBench ground truth (gt/<task_id>/<recording_id>/).",
+    ),
+    "score-bwb": (
+        "neds_hf.brainwidebench.cli",
+        "add_score_bwb_arguments",
+        "run_score_bwb",
+        "Score BrainWideBench predictions with the benchmark's scorers and aggregation.",
+    ),
     "push": (
         "neds_hf.hub",
         "add_push_arguments",

@@ -6,6 +6,7 @@ The data path, one module per step: :mod:`.ibl` loads a session through ONE into
 :mod:`.card` for its card); :mod:`.load` checks and reads it; :mod:`.training_data` serves it
 to training; :mod:`.publish` uploads it. :mod:`.synthetic` writes synthetic sessions in the
 ALF layout with a ONE cache; :mod:`.cli_prepare` is the ``neds-hf prepare-data`` command.
+:mod:`.windows` defines the optional continuous windows over whole recordings.
 """
 
 from .build import BuildReport, build_dataset, is_neds_dataset
@@ -16,11 +17,13 @@ from .load import (
     DatasetFolderError,
     DatasetIntegrityError,
     check_dataset_folder,
+    default_modalities,
     load_modalities,
     load_neds_dataset,
     load_neurons,
     load_normalization,
     load_sessions,
+    load_windows,
     verify_dataset,
 )
 from .preprocess import (
@@ -36,6 +39,7 @@ from .raw import RawSession
 from .schema import NEURON_FEATURES, SESSION_FEATURES, TRIAL_FEATURES
 from .synthetic import load_ground_truth, make_synthetic_cache
 from .training_data import NedsTrialDataset, SessionBatchSampler
+from .windows import WindowConfig, WindowLongerThanRecordingError
 
 __all__ = [
     "CONTINUOUS_BEHAVIORS",
@@ -57,8 +61,11 @@ __all__ = [
     "RawSession",
     "SessionBatchSampler",
     "SessionNotFoundError",
+    "WindowConfig",
+    "WindowLongerThanRecordingError",
     "build_dataset",
     "check_dataset_folder",
+    "default_modalities",
     "is_neds_dataset",
     "load_ground_truth",
     "load_modalities",
@@ -66,6 +73,7 @@ __all__ = [
     "load_neurons",
     "load_normalization",
     "load_sessions",
+    "load_windows",
     "make_synthetic_cache",
     "packaged_eids",
     "packaged_eids_file",

@@ -19,6 +19,13 @@ trials (one Parquet file per split), the neurons and sessions tables, the card a
   linked, its neurons and sessions rows copied) instead of rebuilt, unless
   ``rebuild_sessions``; its entry says ``"reused": true``.
 
+With ``windows`` (a :class:`~neds_hf.data.windows.WindowConfig`) every session also gets its
+continuous windows (:mod:`neds_hf.data.windows`), written next to its trials under
+``data/windows/`` and described in the report (``"windows"``: the parameters and rules; per
+session: recording span, windows per split, uncovered tail, missing modalities) and the card;
+a window longer than a session's recording stops the build with an error naming the session
+(the previous dataset stays as it was). Without it the build is exactly the trial-only one.
+
 The report records, besides every session's outcome, the modality table the dataset declares
 and each file's row count, size and SHA-256, which :func:`neds_hf.data.load.verify_dataset`
 checks before training and evaluation read the dataset.
@@ -65,7 +72,10 @@ from .schema import (
     trial_features,
     trial_file,
     trials_table,
+    window_features,
+    window_file,
 )
+from .windows import SessionWindows, WindowConfig, make_session_windows, window_modalities
 
 __all__ = [
     "PARTIAL_DIR",
@@ -77,6 +87,7 @@ __all__ = [
     "process_session",
     "session_content_hash",
     "write_session_trials",
+    "write_session_windows",
 ]
 
 OneSource = str | os.PathLike | Callable[[], Any]
@@ -110,6 +121,7 @@ class BuildReport:
     modalities: list[dict[str, Any]] = field(default_factory=lambda: list(DATASET_MODALITIES))
     sessions: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    windows: dict[str, Any] | None = None
 
     @property
     def built_session_ids(self) -> list[str]:
@@ -123,6 +135,7 @@ class BuildReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the content of ``build_report.json``)."""
+        windows = {} if self.windows is None else {"windows": self.windows}
         return {
             "output_dir": self.output_dir,
             "source": self.source,
@@ -132,6 +145,7 @@ class BuildReport:
             "preprocessing": self.config.to_dict(),
             "package_versions": self.package_versions,
             "modalities": self.modalities,
+            **windows,
             "n_sessions_ok": len(self.built_session_ids),
             "n_sessions_skipped": len(self.skipped),
             "sessions": self.sessions,
@@ -163,18 +177,53 @@ def write_session_trials(
     place when complete, so a process killed mid-write leaves no partial file at a dataset
     path (the build deletes ``PARTIAL_DIR`` before the dataset is swapped in).
     """
-    features = trial_features(modalities)
+    return _write_split_files(
+        session.session_id,
+        output_dir,
+        {split: session.split_indices(split) for split in SPLITS},
+        session.trial_columns,
+        trial_features(modalities),
+        trial_file,
+    )
+
+
+def write_session_windows(
+    windows: SessionWindows,
+    output_dir: str | os.PathLike,
+    modalities: Sequence[dict[str, Any]] = DATASET_MODALITIES,
+) -> dict[str, dict[str, Any]]:
+    """Write a session's continuous windows, one Parquet file per non-empty split, like
+    :func:`write_session_trials` (same atomic renames); returns their file records."""
+    return _write_split_files(
+        windows.session_id,
+        output_dir,
+        {split: windows.split_indices(split) for split in SPLITS},
+        windows.window_columns,
+        window_features(modalities),
+        window_file,
+    )
+
+
+def _write_split_files(
+    session_id: str,
+    output_dir: str | os.PathLike,
+    split_rows: dict[str, Any],
+    columns: Callable[[Any], dict[str, Any]],
+    features: Any,
+    relative_path: Callable[[str, str], str],
+) -> dict[str, dict[str, Any]]:
+    """The split files of one session's rows: ``columns(rows)`` as a table of ``features``,
+    staged under ``PARTIAL_DIR`` and renamed to ``relative_path(session_id, split)``."""
     output_dir = Path(output_dir)
-    partial = output_dir / PARTIAL_DIR / f"{session.session_id}-{uuid.uuid4().hex[:8]}"
+    partial = output_dir / PARTIAL_DIR / f"{session_id}-{uuid.uuid4().hex[:8]}"
     partial.mkdir(parents=True)
     written, staged = {}, {}
     try:
-        for split in SPLITS:
-            rows = session.split_indices(split)
+        for split, rows in split_rows.items():
             if len(rows) == 0:
                 continue
-            relative = trial_file(session.session_id, split)
-            table = trials_table(session.trial_columns(rows), features)
+            relative = relative_path(session_id, split)
+            table = trials_table(columns(rows), features)
             staged[relative] = partial / f"{split}.parquet"
             pq.write_table(table, staged[relative], row_group_size=PARQUET_ROW_GROUP_SIZE)
             written[relative] = file_record(staged[relative], len(rows))
@@ -258,13 +307,16 @@ def process_session(
     online: bool = False,
     revision: str | None = None,
     one: Any = None,
+    windows: WindowConfig | None = None,
 ) -> dict[str, Any]:
-    """Load, preprocess and write one session's trials; returns its build-report entry.
+    """Load, preprocess and write one session's trials (and its continuous ``windows`` when
+    given); returns its build-report entry.
 
-    Missing or inconsistent data give a ``"skipped"`` entry; a session id unknown to ONE or a
-    corrupted file raises. The entry of a built session carries its neurons table, sessions
-    row and file records under the private keys ``_neurons`` / ``_session`` / ``_files``
-    (moved out of the entry before the report is written).
+    Missing or inconsistent data give a ``"skipped"`` entry; a session id unknown to ONE, a
+    corrupted file or a window that does not fit the recording raises. The entry of a built
+    session carries its neurons table, sessions row and file records under the private keys
+    ``_neurons`` / ``_session`` / ``_files`` (moved out of the entry before the report is
+    written).
     """
     from .ibl import load_session
 
@@ -285,7 +337,14 @@ def process_session(
         if isinstance(error, EmptySessionError):
             entry["exclusion"] = error.report.to_dict()
         return entry
+    session_windows = (
+        None if windows is None else make_session_windows(raw, session, windows, DATASET_MODALITIES)
+    )
     written = write_session_trials(session, output_dir)
+    windows_entry = {}
+    if session_windows is not None:
+        windows_entry = {"windows": session_windows.summary}
+        written.update(write_session_windows(session_windows, output_dir))
     return {
         "session_id": session.session_id,
         "status": "ok",
@@ -295,8 +354,11 @@ def process_session(
             **{split: len(session.split_indices(split)) for split in SPLITS},
         },
         "exclusion": session.report.to_dict(),
+        # behaviours kept with missing entries (masked, not dropped): {name: fraction missing}
+        "missing_modalities": session.missing_fractions(),
         # probes left out because they have no spike sorting (listed, never silently dropped)
         "probes_without_spike_sorting": list(raw.metadata.get("probes_without_spike_sorting", [])),
+        **windows_entry,
         "files": list(written),
         "content_sha256": session_content_hash(written),
         "_files": written,
@@ -316,11 +378,19 @@ class SessionTask:
     online: bool = False
     revision: str | None = None
     one: Any = None
+    windows: WindowConfig | None = None
 
     def __call__(self, eid: str) -> dict[str, Any]:
         """Build one session; returns its build-report entry."""
         return process_session(
-            self.source, eid, self.output_dir, self.config, self.online, self.revision, self.one
+            self.source,
+            eid,
+            self.output_dir,
+            self.config,
+            self.online,
+            self.revision,
+            self.one,
+            self.windows,
         )
 
 
@@ -339,7 +409,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def _reusable_report(output_dir: Path, report: BuildReport) -> dict[str, Any] | None:
     """The build report of the dataset at ``output_dir`` when its sessions may be reused: same
-    preprocessing, revision and modalities as this build; else ``None``."""
+    preprocessing, revision, modalities and continuous windows as this build; else ``None``."""
     if not is_neds_dataset(output_dir):
         return None
     old = json.loads((output_dir / BUILD_REPORT_FILE).read_text())
@@ -347,6 +417,7 @@ def _reusable_report(output_dir: Path, report: BuildReport) -> dict[str, Any] | 
         old.get("preprocessing") == report.config.to_dict()
         and old.get("revision") == report.revision
         and old.get("modalities") == report.modalities
+        and old.get("windows") == report.windows
     )
     return old if same else None
 
@@ -509,6 +580,7 @@ def build_dataset(
     force_overwrite_non_dataset: bool = False,
     engine: str | SessionEngine = "local",
     rebuild_sessions: bool = False,
+    windows: WindowConfig | None = None,
 ) -> BuildReport:
     """Build the Parquet dataset, its card and ``build_report.json`` for the given sessions.
 
@@ -523,9 +595,11 @@ def build_dataset(
     missing or invalid data, or left with no trial or neuron, are skipped and reported; a
     corrupted file aborts the build with the loader's error naming the file. See the module
     docstring for what happens to an existing output (atomic swap, lock, ``overwrite``,
-    reused sessions unless ``rebuild_sessions``).
+    reused sessions unless ``rebuild_sessions``). ``windows`` adds continuous windows (their
+    length and stride must be whole numbers of ``config.bin_size`` bins, checked first).
     """
     config = config or PreprocessingConfig()
+    windows_description = None if windows is None else windows.to_dict(config.bin_size)
     eids = _validated_eids(eids)
     output_dir = Path(output_dir)
     if isinstance(engine, str):
@@ -547,7 +621,10 @@ def build_dataset(
             revision_last_before=os.environ.get("ONE_REVISION_LAST_BEFORE"),
             created=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
             package_versions=package_versions(),
+            windows=windows_description,
         )
+        if windows is not None:  # windows hold missing behaviour entries
+            report.modalities = window_modalities(DATASET_MODALITIES)
         with atomic_directory(output_dir) as staging:
             reused = {} if rebuild_sessions else _reuse_sessions(output_dir, staging, report, eids)
             task = SessionTask(
@@ -557,6 +634,7 @@ def build_dataset(
                 online,
                 revision,
                 one=one if engine.runs_in_process else None,
+                windows=windows,
             )
             results = _process_sessions(engine, task, eids, reused, progress)
             _write_dataset(staging, report, results, eids)

@@ -2,7 +2,9 @@
 
 The card says what the dataset holds (the modality table it declares, the schema, the
 sessions and their split sizes, what was skipped and why), how it was made (ONE source and
-revision, preprocessing parameters, package versions) and how to cite it.
+revision, preprocessing parameters, package versions) and how to cite it. A dataset with
+continuous windows also lists the ``windows`` config, the window parameters and rules, and
+per session its recording span and windows per split.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..validity import allows_missing
 from .preprocess import MODALITY_UNITS, SPLITS
 from .schema import (
     ALL_CONFIG,
@@ -23,7 +26,10 @@ from .schema import (
     SESSIONS_CONFIG,
     SESSIONS_FILE,
     TRIALS_DIR,
+    WINDOWS_CONFIG,
+    WINDOWS_DIR,
     trial_features,
+    window_features,
 )
 
 if TYPE_CHECKING:
@@ -67,8 +73,13 @@ def _split_paths(prefix: str, splits: Iterable[str]) -> list[dict[str, str]]:
     return [{"split": split, "path": f"{prefix}/{split}-*.parquet"} for split in splits]
 
 
-def card_configs(session_ids: Sequence[str], splits: Sequence[str] = SPLITS) -> list[dict]:
-    """The YAML ``configs`` entries: ``all`` (default), one per session, neurons, sessions."""
+def card_configs(
+    session_ids: Sequence[str],
+    splits: Sequence[str] = SPLITS,
+    window_splits: Sequence[str] = (),
+) -> list[dict]:
+    """The YAML ``configs`` entries: ``all`` (default), one per session, neurons, sessions,
+    and ``windows`` with the ``window_splits`` that hold continuous windows (if any)."""
     configs = [
         {
             "config_name": ALL_CONFIG,
@@ -89,6 +100,13 @@ def card_configs(session_ids: Sequence[str], splits: Sequence[str] = SPLITS) -> 
     configs.append(
         {"config_name": SESSIONS_CONFIG, "data_files": [{"split": "train", "path": SESSIONS_FILE}]}
     )
+    if window_splits:
+        configs.append(
+            {
+                "config_name": WINDOWS_CONFIG,
+                "data_files": _split_paths(f"{WINDOWS_DIR}/*", window_splits),
+            }
+        )
     return configs
 
 
@@ -101,12 +119,13 @@ def make_dataset_card(
         pretty_name="NEDS IBL trials (binned spikes and behaviour)",
         tags=["neuroscience", "neuropixels", "international-brain-laboratory", "spikes"],
         size_categories=_size_category(sum(row["n_trials"] for row in session_rows)),
-        configs=card_configs(report.built_session_ids, splits),
+        configs=card_configs(report.built_session_ids, splits, _window_splits(report)),
     )
     lines = [
         *_overview_lines(report, session_rows),
         *_usage_lines(),
         *_schema_lines(report),
+        *_windows_lines(report),
         *_provenance_lines(report, session_rows),
         *_parameter_lines(report),
         "## License",
@@ -170,17 +189,19 @@ def _schema_lines(report: BuildReport) -> list[str]:
     lines = [
         "## Modalities",
         "",
-        "| modality | kind | classes | unit / meaning |",
-        "|---|---|---|---|",
+        "| modality | kind | classes | unit / meaning | may be missing |",
+        "|---|---|---|---|---|",
     ]
     for spec in report.modalities:
         lines.append(
             f"| `{spec['name']}` | {spec['kind']} | {spec.get('num_classes') or ''} | "
-            f"{MODALITY_UNITS.get(spec['name'], '')} |"
+            f"{MODALITY_UNITS.get(spec['name'], '')} | {'yes' if allows_missing(spec) else ''} |"
         )
     lines += [
         "",
-        "The modality table is also recorded in `build_report.json` (`modalities`).",
+        "The modality table is also recorded in `build_report.json` (`modalities`). A behaviour "
+        "that may be missing stores a missing entry in the value (NaN, or -1 for a class); its "
+        "trials are kept, and models hide and never score those entries.",
         "",
         "## Schema",
         "",
@@ -198,6 +219,55 @@ def _schema_lines(report: BuildReport) -> list[str]:
         "",
     ]
     return lines
+
+
+def _window_splits(report: BuildReport) -> list[str]:
+    """The splits holding continuous windows in some session (a split may have none, e.g.
+    with a stride longer than the windows)."""
+    summaries = [entry["windows"] for entry in report.sessions if "windows" in entry]
+    return [split for split in SPLITS if any(summary[split] for summary in summaries)]
+
+
+def _windows_lines(report: BuildReport) -> list[str]:
+    """The continuous windows: parameters, rules, columns and per-session counts (none for a
+    trial-only dataset)."""
+    if report.windows is None:
+        return []
+    windows = report.windows
+    lines = [
+        "## Continuous windows",
+        "",
+        f"Config `{WINDOWS_CONFIG}`: windows of {windows['length_s']:g} s ({windows['n_bins']} "
+        f"bins of {windows['bin_size_s'] * 1000:g} ms) every {windows['stride_s']:g} s over "
+        f"each session's recording ({windows['recording_span']}), same neurons in the same "
+        "order as the session's trials, same splits.",
+        "",
+        f"- trial-level values: {windows['assignment']};",
+        f"- split: {windows['split']};",
+        "- per-bin behaviours: NaN where the behaviour was not recorded (never extrapolated).",
+        "",
+        "windows: " + ", ".join(f"`{name}`" for name in window_features(report.modalities)),
+        "(`start_time` / `end_time` in s on the session clock, `trial_id` the assigned trial "
+        "or -1, `trial_overlap` its overlap in s).",
+        "",
+        "| session_id | recording (s) | train | validation | test | with a trial | "
+        "uncovered tail (s) | missing (share of entries) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in report.sessions:
+        if entry["status"] != "ok" or "windows" not in entry:
+            continue
+        summary = entry["windows"]
+        missing = ", ".join(
+            f"{name} {fraction:.3f}" for name, fraction in summary["missing_modalities"].items()
+        )
+        lines.append(
+            f"| {entry['session_id']} | {summary['recording_start_s']:.2f}-"
+            f"{summary['recording_end_s']:.2f} | {summary['train']} | {summary['validation']} | "
+            f"{summary['test']} | {summary['n_windows_with_trial']} | "
+            f"{summary['uncovered_tail_s']:.3f} | {missing or 'none'} |"
+        )
+    return [*lines, ""]
 
 
 def _provenance_lines(report: BuildReport, session_rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -230,6 +300,7 @@ def _provenance_lines(report: BuildReport, session_rows: Sequence[dict[str, Any]
             lines.append(f"| {entry['session_id']} | {entry['reason']} | {detail} |")
     else:
         lines.append("None.")
+    lines += _missing_behavior_lines(report)
     partial = [
         s for s in report.sessions if s["status"] == "ok" and s.get("probes_without_spike_sorting")
     ]
@@ -239,6 +310,26 @@ def _provenance_lines(report: BuildReport, session_rows: Sequence[dict[str, Any]
             f"- {s['session_id']}: {', '.join(s['probes_without_spike_sorting'])}" for s in partial
         ]
     return [*lines, ""]
+
+
+def _missing_behavior_lines(report: BuildReport) -> list[str]:
+    """The built sessions with missing behaviour entries: a behaviour missing in every trial
+    is named as missing, a partly missing one with its fraction (``missing_modalities``)."""
+    rows = [
+        (entry["session_id"], entry["missing_modalities"])
+        for entry in report.sessions
+        if entry["status"] == "ok" and entry.get("missing_modalities")
+    ]
+    if not rows:
+        return []
+    lines = ["", "### Missing behaviours (sessions kept, entries masked)", ""]
+    for session_id, fractions in rows:
+        parts = [
+            f"{name} missing" if fraction >= 1.0 else f"{name} {fraction:.1%} of entries missing"
+            for name, fraction in fractions.items()
+        ]
+        lines.append(f"- {session_id}: " + "; ".join(parts))
+    return lines
 
 
 def _parameter_lines(report: BuildReport) -> list[str]:

@@ -2,7 +2,10 @@
 
 The build is atomic and locked (see :mod:`neds_hf.data.build`): ``--overwrite`` replaces a
 dataset only once the new one is complete, and a non-empty folder that is not a dataset is
-never replaced without ``--force-overwrite-non-dataset``.
+never replaced without ``--force-overwrite-non-dataset``. ``--windows continuous`` adds
+continuous windows of ``--window-length`` seconds every ``--window-stride`` seconds over each
+recording (:mod:`neds_hf.data.windows`) to the trial rows; the default, ``trials``, builds the
+trial rows only.
 
 ``add_prepare_data_arguments`` fills an ``argparse`` (sub)parser and ``run_prepare_data``
 executes the parsed arguments; :mod:`neds_hf.cli` wires them into the ``neds-hf`` entry point.
@@ -21,6 +24,7 @@ from .engines import ENGINE_NAMES, make_engine
 from .errors import CorruptedFileError, SessionNotFoundError
 from .preprocess import PreprocessingConfig
 from .schema import BUILD_REPORT_FILE
+from .windows import WINDOW_MODES, WindowConfig
 
 __all__ = [
     "EIDS_DIR",
@@ -105,6 +109,34 @@ def _add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", default=None, help="ONE dataset revision to load")
     parser.add_argument(
         "--qc-only", action="store_true", help="keep only clusters with qc_label == 1"
+    )
+    _add_window_arguments(parser)
+
+
+def _add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    """Continuous windows besides the trial rows (defaults from :class:`WindowConfig`)."""
+    defaults = WindowConfig()
+    parser.add_argument(
+        "--windows",
+        choices=WINDOW_MODES,
+        default="trials",
+        help="trials: trial-aligned rows only (default); continuous: also fixed-length windows "
+        "over each whole recording (config 'windows'), trial-level values -1 where no trial "
+        "overlaps",
+    )
+    parser.add_argument(
+        "--window-length",
+        type=float,
+        default=defaults.length,
+        metavar="S",
+        help=f"continuous window length in seconds (default {defaults.length:g})",
+    )
+    parser.add_argument(
+        "--window-stride",
+        type=float,
+        default=defaults.stride,
+        metavar="S",
+        help=f"seconds between continuous window starts (default {defaults.stride:g})",
     )
 
 
@@ -202,6 +234,17 @@ def eids_for_tag(tag: str, cache_dir: str, online: bool) -> list[str]:
     return eids
 
 
+def _window_config(args: argparse.Namespace) -> WindowConfig | None:
+    """The continuous windows asked for; ``None`` for trial rows only. Window options given
+    without ``--windows continuous`` are an error rather than silently ignored."""
+    if args.windows == "continuous":
+        return WindowConfig(args.window_length, args.window_stride)
+    defaults = WindowConfig()
+    if (args.window_length, args.window_stride) != (defaults.length, defaults.stride):
+        raise ValueError("--window-length / --window-stride need --windows continuous")
+    return None
+
+
 def run_prepare_data(args: argparse.Namespace) -> int:
     """Run ``prepare-data``; returns the process exit code (0 = at least one session built)."""
     try:
@@ -219,6 +262,7 @@ def run_prepare_data(args: argparse.Namespace) -> int:
             min_firing_rate=args.min_firing_rate,
             qc_only=args.qc_only,
         )
+        windows = _window_config(args)
         engine = make_engine(
             args.engine,
             num_proc=args.num_proc,
@@ -238,6 +282,7 @@ def run_prepare_data(args: argparse.Namespace) -> int:
             force_overwrite_non_dataset=args.force_overwrite_non_dataset,
             engine=engine,
             rebuild_sessions=args.rebuild_sessions,
+            windows=windows,
         )
     except (
         SessionNotFoundError,

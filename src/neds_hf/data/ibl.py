@@ -24,7 +24,10 @@ What is loaded, following the IBL conventions (brainbox ``SpikeSortingLoader`` /
   sorting collection, else ``alf/<probe>``;
 * the trials table (``alf``), wheel position / timestamps, and whisker ROI motion energy of the
   left camera, else the right camera. A camera with more timestamps than frames keeps the
-  **last** ``n_frames`` timestamps (IBL convention); fewer timestamps than frames is an error.
+  **last** ``n_frames`` timestamps (IBL convention); fewer timestamps than frames is an error;
+* lick times (``alf/licks.times``) when the session has them: a session without them is loaded
+  with ``lick_times=None`` (its licking rate is then missing, not a reason to skip it); lick
+  times that are not finite are an error, unsorted ones are sorted.
 
 Errors (defined in :mod:`neds_hf.data.errors`): an unknown session id raises
 :class:`SessionNotFoundError`; absent data raise :class:`MissingDataError`; an unreadable file
@@ -600,6 +603,23 @@ def _load_motion_energy(
     )
 
 
+def _load_licks(one: Any, eid: str, revision: str | None) -> np.ndarray | None:
+    """Sorted lick times (s) from ``alf/licks.times``, or None when the session has none."""
+    listed = one.list_datasets(
+        eid, collection="alf", filename={"object": "licks", "attribute": "times"}
+    )
+    if len(listed) == 0:
+        return None
+    bunch = _load_object(one, eid, "licks", "alf", revision, ("times",), "licks")
+    times = _as_1d(eid, "licks", "licks.times", bunch["times"], np.float64)
+    if not np.all(np.isfinite(times)):
+        raise ValueError(
+            f"session {eid}: licks.times holds {int((~np.isfinite(times)).sum())} NaN/inf "
+            f"of {len(times)} lick times; expected finite times in seconds"
+        )
+    return np.sort(times)  # (n_licks,)
+
+
 def load_session(
     one: Any,
     eid: str,
@@ -625,6 +645,7 @@ def load_session(
     trials = _load_trials(one, eid, revision)
     wheel_timestamps, wheel_position = _load_wheel(one, eid, revision)
     me_times, motion_energy, camera, me_info = _load_motion_energy(one, eid, revision)
+    lick_times = _load_licks(one, eid, revision)
     date = details["date"]
     metadata = {
         "revision_requested": revision,
@@ -643,6 +664,7 @@ def load_session(
         "motion_energy_camera": camera,
         "motion_energy_dropped_timestamps": me_info["n_dropped_timestamps"],
         "motion_energy_absent": me_info["absent"],
+        "licks_absent": lick_times is None,
         "number": int(details["number"]) if details.get("number") is not None else None,
     }
     return RawSession(
@@ -661,6 +683,7 @@ def load_session(
         motion_energy=motion_energy,
         motion_energy_camera=camera,
         metadata=metadata,
+        lick_times=lick_times,
     )
 
 

@@ -5,7 +5,9 @@ look like a dataset (:func:`check_dataset_folder`), every session of its session
 have its Parquet files with the recorded numbers of trials, and each file must still have the
 size and SHA-256 recorded in ``build_report.json`` at build time. A deleted, truncated or
 altered file is an error naming the session and the file, never a dataset with fewer trials.
-Hub repositories are downloaded and checked by ``datasets`` itself.
+Hub repositories are downloaded and checked by ``datasets`` itself. The continuous windows of
+a dataset built with them (:func:`load_windows`) are files of the build report like any other,
+so the same check covers them.
 
 Local folders are loaded with a cache directory of their own, keyed by the folder's content
 (:func:`local_dataset_fingerprint`): ``datasets`` 5.2 keys the cache of a local folder whose
@@ -23,11 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from datasets import DatasetDict
 
-from .preprocess import DATASET_MODALITIES, SPLITS
+from ..configuration_neds import IBL_MODALITIES
+from .preprocess import BWB_MODALITIES, SPLITS
 from .schema import (
     ALL_CONFIG,
     BUILD_REPORT_FILE,
@@ -36,6 +40,8 @@ from .schema import (
     SESSIONS_CONFIG,
     SESSIONS_FILE,
     TRIALS_DIR,
+    WINDOWS_CONFIG,
+    WINDOWS_DIR,
     trial_features,
     trial_file,
 )
@@ -44,14 +50,18 @@ __all__ = [
     "DatasetFolderError",
     "DatasetIntegrityError",
     "check_dataset_folder",
+    "default_modalities",
     "file_record",
+    "has_windows",
     "load_modalities",
     "load_neds_dataset",
     "load_neurons",
     "load_normalization",
     "load_sessions",
+    "load_windows",
     "local_dataset_fingerprint",
     "verify_dataset",
+    "window_counts",
 ]
 
 #: What a dataset folder holds, for error messages.
@@ -190,7 +200,8 @@ def _check_recorded_files(
     content hash."""
     for relative, record in files.items():
         path = folder / relative
-        session = relative.split("/")[2] if relative.startswith(TRIALS_DIR) else relative
+        in_session_folder = relative.startswith((f"{TRIALS_DIR}/", f"{WINDOWS_DIR}/"))
+        session = relative.split("/")[2] if in_session_folder else relative
         if not path.exists():
             raise DatasetIntegrityError(
                 f"session {session}: {path} is missing; rebuild the dataset"
@@ -245,14 +256,17 @@ def verify_dataset(path: str | os.PathLike, *, hash_contents: bool = True) -> di
     expected_schema = trial_features(load_modalities(folder)).arrow_schema
     for row in rows:
         _check_session_files(folder, row, expected_schema)
-    unknown = sorted(
-        p.name for p in (folder / TRIALS_DIR).iterdir() if p.is_dir() and p.name not in session_ids
-    )
-    if unknown:
-        raise DatasetIntegrityError(
-            f"{folder / TRIALS_DIR} holds trials of sessions absent from the sessions table: "
-            f"{unknown}; their trials would be loaded without neurons or normalisation"
+    for rows_dir in (TRIALS_DIR, WINDOWS_DIR):
+        unknown = sorted(
+            p.name
+            for p in (folder / rows_dir).glob("*")
+            if p.is_dir() and p.name not in session_ids
         )
+        if unknown:
+            raise DatasetIntegrityError(
+                f"{folder / rows_dir} holds rows of sessions absent from the sessions table: "
+                f"{unknown}; they would be loaded without neurons or normalisation"
+            )
     files = report.get("files") or {}
     _check_recorded_files(folder, files, hash_contents)
     _VERIFIED[str(folder)] = (state, hash_contents)
@@ -273,15 +287,24 @@ def local_dataset_fingerprint(path: str | os.PathLike) -> str:
 def load_modalities(path_or_repo: str | os.PathLike) -> list[dict[str, Any]]:
     """The modality table a dataset declares (``build_report.json`` ``"modalities"``).
 
-    Datasets built before the table was recorded, and Hub repos, declare the IBL modalities
-    the preprocessing produces (:data:`neds_hf.data.preprocess.DATASET_MODALITIES`).
+    Datasets built before the table was recorded, and Hub repos, declare the five IBL
+    modalities of the paper (:data:`neds_hf.configuration_neds.IBL_MODALITIES`), which every
+    dataset of the IBL preprocessing has.
     """
     folder = Path(path_or_repo)
     if folder.is_dir():
         declared = _read_build_report(folder).get("modalities")
         if declared:
             return [dict(spec) for spec in declared]
-    return [dict(spec) for spec in DATASET_MODALITIES]
+    return [dict(spec) for spec in IBL_MODALITIES]
+
+
+def default_modalities(declared: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The declared modalities used when none are named: all but the BrainWideBench behaviours
+    (:data:`neds_hf.data.preprocess.BWB_MODALITIES`, opt-in), i.e. the paper's five on an IBL
+    dataset. Training, the trial datasets and evaluation share this rule."""
+    opt_in = {spec["name"] for spec in BWB_MODALITIES}
+    return [dict(spec) for spec in declared if spec["name"] not in opt_in]
 
 
 def is_local_dataset_path(path: str) -> bool:
@@ -354,6 +377,68 @@ def load_neds_dataset(
             for split in parts[0]
         }
     )
+
+
+def has_windows(path_or_repo: str | os.PathLike) -> bool:
+    """Whether a dataset holds continuous windows: a local folder's build report describes
+    them; a Hub dataset lists the ``windows`` config."""
+    path = os.fspath(path_or_repo)
+    if is_local_dataset_path(path):
+        return _read_build_report(Path(path)).get("windows") is not None
+    import datasets
+
+    return WINDOWS_CONFIG in datasets.get_dataset_config_names(path)
+
+
+def window_counts(path_or_repo: str | os.PathLike, split: str) -> dict[str, int]:
+    """``{session_id: windows of split}`` from a local dataset's build report (the per-session
+    windows summaries); a ``ValueError`` for a dataset without windows or a Hub id."""
+    path = os.fspath(path_or_repo)
+    if not is_local_dataset_path(path):
+        raise ValueError(
+            f"dataset {path}: counting continuous windows needs a local dataset folder; "
+            "download the dataset first"
+        )
+    if not has_windows(path):
+        raise ValueError(f"dataset {path} has no continuous windows")
+    report = _read_build_report(Path(path))
+    return {
+        str(entry["session_id"]): int(entry["windows"][split])
+        for entry in report.get("sessions", [])
+        if entry.get("status") == "ok"
+    }
+
+
+def load_windows(
+    path_or_repo: str | os.PathLike, sessions: Sequence[str] | None = None, **kwargs: Any
+) -> DatasetDict:
+    """Continuous windows of all sessions or of the given ones (config ``windows``), as a
+    ``DatasetDict`` with the trials' splits; rows keep the file order (session, window).
+
+    A dataset built without windows is an error saying how to build them; a local folder is
+    checked with :func:`verify_dataset` first.
+    """
+    path = os.fspath(path_or_repo)
+    if not has_windows(path):
+        raise ValueError(
+            f"dataset {path} has no continuous windows; build it with `neds-hf prepare-data "
+            "--windows continuous --window-length S --window-stride S`"
+        )
+    windows = _load(path, WINDOWS_CONFIG, **kwargs)
+    if sessions is None:
+        return windows
+    sessions = [str(s) for s in sessions]
+    if not sessions:
+        raise ValueError("sessions is empty; pass None for every session")
+    selected = {}
+    for split, rows in windows.items():
+        session_ids = rows.with_format("numpy")["session_id"]  # (n_rows,)
+        selected[split] = rows.select(np.flatnonzero(np.isin(session_ids, sessions)))
+    found = {str(s) for split in selected.values() for s in split.unique("session_id")}
+    unknown = [s for s in sessions if s not in found]
+    if unknown:
+        raise KeyError(f"sessions without continuous windows in {path}: {unknown}")
+    return DatasetDict(selected)
 
 
 def load_sessions(path_or_repo: str | os.PathLike, **kwargs: Any):

@@ -34,6 +34,14 @@ Conventions (all recorded in :class:`PreprocessingConfig` and therefore in the d
   -> 0 / 1 / 2. ``reward``: 1 when ``feedbackType == 1`` (rewarded), else 0. ``contrast``:
   signed, ``contrastRight - contrastLeft`` with NaN (no stimulus on that side) read as 0, so
   positive = stimulus on the right.
+* BrainWideBench behaviours (``"allow_missing"``: a missing value is stored in the value, NaN
+  or -1, and never drops a trial): ``reward`` (the column above, -1 where ``feedbackType`` is
+  missing), ``stimulus_contrast`` (the absolute contrast of the shown stimulus, the side that
+  is not NaN, 0 / 0.0625 / 0.125 / 0.25 / 1 -> classes 0..4; -1 when neither side has one; any
+  other contrast is an error) and ``licking_rate`` (licks of ``alf/licks.times`` per bin, the
+  bins of the spikes; all NaN in a session without lick times). The sessions-table row and the
+  build report list, per session, the fraction of missing entries of each behaviour that has
+  any (``missing_modalities``).
 * Split: 70/10/20 by trial with a generator seeded from ``(split_seed, sha256(session_id))``,
   so a session's split never depends on the other sessions processed.
 * Normalisation constants (mean, std, min, max) of each continuous behaviour are computed on
@@ -53,7 +61,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import butter, sosfiltfilt
 
-from ..configuration_neds import IBL_MODALITIES
+from ..configuration_neds import IBL_MODALITIES, INVALID_LABEL
+from ..validity import invalid_entries
 from .exclusion import (
     DEFAULT_MAX_RT_S,
     DEFAULT_MAX_TRIAL_DURATION_S,
@@ -67,7 +76,9 @@ from .raw import TRIAL_COLUMNS, RawSession
 
 __all__ = [
     "BLOCK_CLASSES",
+    "BWB_MODALITIES",
     "CONTINUOUS_BEHAVIORS",
+    "CONTRAST_CLASSES",
     "DATASET_MODALITIES",
     "EXCLUSION_REASONS",
     "MODALITY_UNITS",
@@ -81,9 +92,12 @@ __all__ = [
     "bin_sample_times",
     "bin_spikes",
     "exclusion_masks",
+    "lick_counts",
+    "missing_fractions",
     "normalization_stats",
     "package_versions",
     "preprocess_session",
+    "session_wheel_velocity",
     "split_assignment",
     "wheel_velocity",
 ]
@@ -91,11 +105,27 @@ __all__ = [
 #: Names of the splits, in the order of :attr:`PreprocessingConfig.split_fractions`.
 SPLITS = ("train", "validation", "test")
 
-#: The modalities this preprocessing produces, in token order: the five IBL modalities of the
-#: NEDS paper, exactly the model's default (:data:`neds_hf.configuration_neds.IBL_MODALITIES`).
-#: Every dataset built from it declares them (``build_report.json`` ``"modalities"``, the card);
-#: the writer, the schema and the loaders read that declaration rather than these names.
-DATASET_MODALITIES: tuple[dict[str, Any], ...] = tuple(dict(spec) for spec in IBL_MODALITIES)
+#: The BrainWideBench behaviours beyond the paper's (ibl-bwb-eval's TS1 tasks); each may be
+#: missing in a session or a trial (``"allow_missing"``), which masks it rather than dropping
+#: the trial. A new behaviour is one more entry here and in :data:`MODALITY_UNITS`, plus its
+#: values in :func:`_bwb_behaviors`.
+BWB_MODALITIES: tuple[dict[str, Any], ...] = (
+    {"name": "reward", "kind": "categorical", "num_classes": 2, "allow_missing": True},
+    {"name": "stimulus_contrast", "kind": "categorical", "num_classes": 5, "allow_missing": True},
+    {"name": "licking_rate", "kind": "continuous", "allow_missing": True},
+)
+
+#: The modalities this preprocessing produces, in token order: the spikes, the BrainWideBench
+#: behaviours (:data:`BWB_MODALITIES`), then the behaviours of the NEDS paper, so that the
+#: paper's five (:data:`neds_hf.configuration_neds.IBL_MODALITIES`, the model's default) keep
+#: their order and a modality a derived dataset appends (e.g. ``action``) follows ``block``.
+#: Every dataset built from it declares them (``build_report.json`` ``"modalities"``, the
+#: card); the writer, the schema and the loaders read that declaration rather than these names.
+DATASET_MODALITIES: tuple[dict[str, Any], ...] = (
+    dict(IBL_MODALITIES[0]),
+    *(dict(spec) for spec in BWB_MODALITIES),
+    *(dict(spec) for spec in IBL_MODALITIES[1:]),
+)
 
 #: Unit / meaning of each produced modality (for the card).
 MODALITY_UNITS = {
@@ -104,13 +134,23 @@ MODALITY_UNITS = {
     "whisker_motion_energy": "[T] camera ROI motion energy (a.u.)",
     "choice": "0 = right (ALF -1), 1 = left (ALF +1)",
     "block": "0/1/2 = probabilityLeft 0.2/0.5/0.8",
+    "reward": "0 = no reward (feedbackType -1), 1 = rewarded (+1); -1 = missing",
+    "stimulus_contrast": "0..4 = absolute contrast of the shown stimulus 0 / 0.0625 / 0.125 / "
+    "0.25 / 1; -1 = missing",
+    "licking_rate": "[T] licks per bin (alf/licks.times); NaN = missing (no lick times)",
 }
 
-#: Continuous behaviours produced per bin, in physical units.
-CONTINUOUS_BEHAVIORS = tuple(m["name"] for m in DATASET_MODALITIES if m["kind"] == "continuous")
+#: Continuous behaviours produced per bin, in physical units: the paper's first (the order of
+#: the sessions table's ``normalization`` entries), then the BrainWideBench ones.
+CONTINUOUS_BEHAVIORS = tuple(
+    m["name"] for m in (*IBL_MODALITIES, *BWB_MODALITIES) if m["kind"] == "continuous"
+)
 
 #: probabilityLeft value -> block class.
 BLOCK_CLASSES = {0.2: 0, 0.5: 1, 0.8: 2}
+
+#: Absolute contrast of the shown stimulus -> stimulus_contrast class (the five IBL contrasts).
+CONTRAST_CLASSES = {0.0: 0, 0.0625: 1, 0.125: 2, 0.25: 3, 1.0: 4}
 
 #: Columns of :attr:`PreprocessedSession.neurons` (the neurons table of the dataset).
 NEURON_COLUMNS = (
@@ -269,6 +309,9 @@ class PreprocessedSession:
     normalization: dict[str, dict[str, float]]  # modality -> mean/std/min/max (train split)
     session: dict[str, Any]  # the sessions-table row
     report: ExclusionReport = field(repr=False)
+    #: the BrainWideBench behaviours besides ``reward``, by name: (n_trials,) int64 labels or
+    #: (n_trials, T) float32 traces, -1 / NaN where missing
+    behaviors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_trials(self) -> int:
@@ -301,7 +344,13 @@ class PreprocessedSession:
             "reward": self.reward[rows],
             "contrast": self.contrast[rows],
             "stim_on_time": self.stim_on_time[rows],
+            **{name: values[rows] for name, values in self.behaviors.items()},
         }
+
+    def missing_fractions(self) -> dict[str, float]:
+        """``{modality: fraction of missing entries}`` for every produced behaviour that has
+        any missing entry (the build report's ``missing_modalities``)."""
+        return missing_fractions(DATASET_MODALITIES, self.trial_columns())
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +430,20 @@ def wheel_velocity(
     filtered = sosfiltfilt(sos, grid_position)  # (G,)
     velocity = np.gradient(filtered, 1.0 / fs)  # (G,)
     return grid_times, velocity
+
+
+def session_wheel_velocity(
+    raw: RawSession, config: PreprocessingConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """A session's :func:`wheel_velocity` with the configured grid and filter, ``(grid_times,
+    velocity)``; trial rows and continuous windows sample its absolute value."""
+    return wheel_velocity(
+        np.asarray(raw.wheel_timestamps, dtype=np.float64),
+        np.asarray(raw.wheel_position, dtype=np.float64),
+        fs=config.wheel_fs,
+        order=config.wheel_filter_order,
+        corner_hz=config.wheel_corner_hz,
+    )
 
 
 def split_assignment(
@@ -468,6 +531,91 @@ def _map_choice(raw: RawSession, trial_ids: np.ndarray, choice: np.ndarray) -> n
     return (choice == 1).astype(np.int64)
 
 
+def _map_contrast(
+    raw: RawSession, trial_ids: np.ndarray, contrast_left: np.ndarray, contrast_right: np.ndarray
+) -> np.ndarray:
+    """``stimulus_contrast`` classes ``(n_trials,)`` from the contrast of the shown stimulus
+    (the side that is not NaN; the left one if both are set); ``INVALID_LABEL`` when neither
+    side has a contrast, a ValueError naming the trial for a contrast not in the IBL set."""
+    shown = np.where(np.isfinite(contrast_left), contrast_left, contrast_right)  # (n_trials,)
+    classes = np.full(len(shown), INVALID_LABEL, dtype=np.int64)
+    for value, label in CONTRAST_CLASSES.items():
+        classes[np.isclose(shown, value, rtol=0, atol=1e-6)] = label
+    bad = np.flatnonzero((classes == INVALID_LABEL) & np.isfinite(shown))
+    if len(bad):
+        raise ValueError(
+            f"session {raw.session_id}: trial {int(trial_ids[bad[0]])} shows a stimulus of "
+            f"contrast {float(shown[bad[0]])}; expected one of {sorted(CONTRAST_CLASSES)}"
+        )
+    return classes
+
+
+def lick_counts(
+    lick_times: np.ndarray | None, window_starts: np.ndarray, n_bins: int, bin_size: float
+) -> np.ndarray:
+    """Licks per bin ``(n_trials, n_bins)`` float32 on the spike bins (:func:`bin_spikes`'s
+    edges); all NaN (missing) when the session has no lick times."""
+    if lick_times is None:
+        return np.full((len(window_starts), n_bins), np.nan, dtype=np.float32)
+    lick_times = np.asarray(lick_times, dtype=np.float64)
+    counts = bin_spikes(
+        lick_times, np.zeros(len(lick_times), dtype=np.int64), window_starts, 1, n_bins, bin_size
+    )  # (K, 1, T)
+    return counts[:, 0, :].astype(np.float32)
+
+
+def missing_fractions(modalities: Any, columns: dict[str, np.ndarray]) -> dict[str, float]:
+    """``{name: fraction of missing entries}`` of the behaviours of `modalities` that may be
+    missing and have a missing entry in the trial `columns` (NaN / -1, :mod:`neds_hf.validity`)."""
+    fractions = {}
+    for spec in modalities:
+        if spec["name"] not in columns:
+            continue
+        missing = invalid_entries(spec, columns[spec["name"]])
+        if missing.size and missing.any():
+            fractions[spec["name"]] = float(missing.mean())
+    return fractions
+
+
+def _bwb_behaviors(
+    raw: RawSession,
+    config: PreprocessingConfig,
+    kept_rows: np.ndarray,
+    trial_ids: np.ndarray,
+    window_starts: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The BrainWideBench behaviours besides ``reward`` of the kept trials: ``stimulus_contrast``
+    ``(K,)`` and ``licking_rate`` ``(K, T)`` (missing entries -1 / NaN, never a reason to drop a
+    trial). ``window_starts`` are the kept trials' window starts ``(K,)``."""
+    return {
+        "stimulus_contrast": _map_contrast(
+            raw,
+            trial_ids,
+            _trial_column(raw, "contrastLeft")[kept_rows],
+            _trial_column(raw, "contrastRight")[kept_rows],
+        ),
+        "licking_rate": lick_counts(raw.lick_times, window_starts, config.n_bins, config.bin_size),
+    }
+
+
+def _continuous_normalization(
+    behaviour: dict[str, np.ndarray], split: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Normalisation constants of each continuous behaviour over its present train entries
+    (missing ones, NaN, left out); a behaviour missing from every train trial gets NaN
+    constants, so that every session lists the same behaviours."""
+    normalization = {}
+    for name, values in behaviour.items():
+        train = values[split == "train"]
+        present = train[~np.isnan(train)]
+        normalization[name] = (
+            normalization_stats(present)
+            if present.size
+            else dict.fromkeys(("mean", "std", "min", "max"), float("nan"))
+        )
+    return normalization
+
+
 def normalization_stats(values: np.ndarray) -> dict[str, float]:
     """mean / std (population) / min / max of all values, as Python floats (float64 sums)."""
     values = np.asarray(values, dtype=np.float64).ravel()
@@ -519,10 +667,11 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
         name: values[kept_rows].astype(np.float32) for name, values in behaviour_all.items()
     }
     split = _split_or_raise(raw.session_id, config, report)
-    normalization = {
-        name: normalization_stats(behaviour[name][split == "train"])
-        for name in CONTINUOUS_BEHAVIORS
-    }
+    behaviors = _bwb_behaviors(raw, config, kept_rows, trial_ids, window_starts_all[kept_rows])
+    continuous = {**behaviour, **{k: v for k, v in behaviors.items() if v.ndim == 2}}
+    normalization = _continuous_normalization(
+        {name: continuous[name] for name in CONTINUOUS_BEHAVIORS}, split
+    )
     session = PreprocessedSession(
         session_id=raw.session_id,
         config=config,
@@ -536,6 +685,7 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
         normalization=normalization,
         session={},
         report=report,
+        behaviors=behaviors,
     )
     session.session = _session_row(raw, session)
     return session
@@ -555,13 +705,7 @@ def _sample_behaviour(
     """
     _validate_series(raw, "wheel", raw.wheel_timestamps, raw.wheel_position)
     _validate_series(raw, "motion energy", raw.motion_energy_times, raw.motion_energy)
-    wheel_times, velocity = wheel_velocity(
-        np.asarray(raw.wheel_timestamps, dtype=np.float64),
-        np.asarray(raw.wheel_position, dtype=np.float64),
-        fs=config.wheel_fs,
-        order=config.wheel_filter_order,
-        corner_hz=config.wheel_corner_hz,
-    )
+    wheel_times, velocity = session_wheel_velocity(raw, config)
     finite_align = np.isfinite(window_starts)
     sample_times = bin_sample_times(
         np.where(finite_align, window_starts, 0.0),

@@ -73,6 +73,7 @@ class RawSession:
     motion_energy: np.ndarray  # (n_frames,) float, whisker ROI motion energy
     motion_energy_camera: str = "left"  # camera the motion energy came from
     metadata: dict[str, Any] = field(default_factory=dict)  # collections, revisions, ...
+    lick_times: np.ndarray | None = None  # (n_licks,) float64, s, sorted; None: no licks data
 
     def __post_init__(self) -> None:
         if len(self.spike_times) != len(self.spike_clusters):
@@ -90,6 +91,10 @@ class RawSession:
                 f"session {self.session_id}: motion energy times ({len(self.motion_energy_times)})"
                 f" and values ({len(self.motion_energy)}) differ in length"
             )
+        if self.lick_times is not None and not (
+            np.all(np.isfinite(self.lick_times)) and np.all(np.diff(self.lick_times) >= 0)
+        ):
+            raise ValueError(f"session {self.session_id}: lick times are not finite and sorted")
         missing = [c for c in CLUSTER_COLUMNS if c not in self.clusters.columns]
         if missing:
             raise ValueError(f"session {self.session_id}: clusters table lacks columns {missing}")

@@ -9,12 +9,16 @@ Layout written by :func:`neds_hf.data.build.build_dataset` (``<out>`` is the out
     <out>/data/trials/<session_id>/train-00000-of-00001.parquet
     <out>/data/trials/<session_id>/validation-00000-of-00001.parquet
     <out>/data/trials/<session_id>/test-00000-of-00001.parquet
+    <out>/data/windows/<session_id>/<split>-00000-of-00001.parquet   (built with continuous
+                                                      windows only)
     <out>/data/neurons/neurons-00000-of-00001.parquet
     <out>/data/sessions/sessions-00000-of-00001.parquet
 
 Configs (all loadable with ``datasets.load_dataset(<out or repo>, name)``): ``all`` (default;
 trials of every session, splits train / validation / test), one config per session id (that
-session's trials, same splits), ``neurons`` and ``sessions`` (one ``train`` split each).
+session's trials, same splits), ``neurons`` and ``sessions`` (one ``train`` split each), and
+``windows`` (continuous windows of every session, same splits; only in datasets built with
+them, see :mod:`neds_hf.data.windows`).
 Spike counts are ``List(List(int32))`` neuron-major ``[N, T]`` so that sessions with different
 neuron counts share the ``all`` config. The features are stored in each Parquet file's Arrow
 schema metadata; the card carries no ``dataset_info`` block (a partial one would override them).
@@ -23,7 +27,11 @@ The trial features are derived from the dataset's modality table (name and kind 
 modality, :data:`neds_hf.data.preprocess.DATASET_MODALITIES` for the IBL preprocessing): a
 ``spikes`` modality is ``[N, T]`` counts, a ``continuous`` one ``[T]`` float32 values, a
 ``categorical`` one an int64 class (``[T]`` int64 classes when ``"trial_level": False``). The
-writer converts whatever columns these features name.
+writer converts whatever columns these features name. A behaviour declared with
+``"allow_missing"`` stores a missing entry in the value: NaN (continuous) or -1 (categorical).
+The windows features (:func:`window_features`) carry the same modality columns between their
+own keys (``session_id``, ``window_id``, the assigned ``trial_id`` or -1) and context
+(``start_time``, ``end_time`` in s on the session clock, ``trial_overlap`` in s).
 """
 
 from __future__ import annotations
@@ -52,11 +60,15 @@ __all__ = [
     "SESSION_FEATURES",
     "TRIALS_DIR",
     "TRIAL_FEATURES",
+    "WINDOWS_CONFIG",
+    "WINDOWS_DIR",
     "neurons_table",
     "sessions_table",
     "trial_features",
     "trial_file",
     "trials_table",
+    "window_features",
+    "window_file",
 ]
 
 #: Name of the default config holding the trials of every session.
@@ -64,9 +76,12 @@ ALL_CONFIG = "all"
 #: Names of the table configs.
 NEURONS_CONFIG = "neurons"
 SESSIONS_CONFIG = "sessions"
-RESERVED_CONFIG_NAMES = (ALL_CONFIG, NEURONS_CONFIG, SESSIONS_CONFIG)
+#: Name of the config holding the continuous windows of every session.
+WINDOWS_CONFIG = "windows"
+RESERVED_CONFIG_NAMES = (ALL_CONFIG, NEURONS_CONFIG, SESSIONS_CONFIG, WINDOWS_CONFIG)
 
 TRIALS_DIR = "data/trials"
+WINDOWS_DIR = "data/windows"
 NEURONS_FILE = "data/neurons/neurons-00000-of-00001.parquet"
 SESSIONS_FILE = "data/sessions/sessions-00000-of-00001.parquet"
 BUILD_REPORT_FILE = "build_report.json"
@@ -93,9 +108,37 @@ TRIAL_CONTEXT_FEATURES = {
 }
 
 
+#: Window columns before and after the modalities (:mod:`neds_hf.data.windows`).
+WINDOW_KEY_FEATURES = {
+    "session_id": Value("string"),
+    "window_id": Value("int64"),  # position of the window in its session, from 0
+    "trial_id": Value("int64"),  # the trial whose trial-level values it holds; -1 = none
+}
+WINDOW_CONTEXT_FEATURES = {
+    "start_time": Value("float64"),  # s, session clock
+    "end_time": Value("float64"),  # s, session clock
+    "trial_overlap": Value("float64"),  # s of overlap with that trial's row window (0 = none)
+}
+
+
 def trial_features(modalities: Sequence[Mapping[str, Any]] = DATASET_MODALITIES) -> Features:
     """Trials features for a modality table: keys, one column per modality, trial context."""
-    columns: dict[str, Any] = dict(TRIAL_KEY_FEATURES)
+    columns = {**TRIAL_KEY_FEATURES, **_modality_features(modalities)}
+    # a context column a modality also names (``reward``) is that modality's column
+    columns.update({k: v for k, v in TRIAL_CONTEXT_FEATURES.items() if k not in columns})
+    return Features(columns)
+
+
+def window_features(modalities: Sequence[Mapping[str, Any]] = DATASET_MODALITIES) -> Features:
+    """Continuous-windows features for a modality table: keys, modalities, window context."""
+    columns = {**WINDOW_KEY_FEATURES, **_modality_features(modalities)}
+    columns.update(WINDOW_CONTEXT_FEATURES)
+    return Features(columns)
+
+
+def _modality_features(modalities: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One feature per modality, by kind (per-bin labels for non-trial-level categoricals)."""
+    columns: dict[str, Any] = {}
     for spec in modalities:
         if spec["kind"] not in MODALITY_KIND_FEATURES:
             raise ValueError(
@@ -105,8 +148,7 @@ def trial_features(modalities: Sequence[Mapping[str, Any]] = DATASET_MODALITIES)
         per_bin_labels = spec["kind"] == "categorical" and not spec.get("trial_level", True)
         feature = PER_BIN_LABELS_FEATURE if per_bin_labels else MODALITY_KIND_FEATURES[spec["kind"]]
         columns[spec["name"]] = feature
-    columns.update(TRIAL_CONTEXT_FEATURES)
-    return Features(columns)
+    return columns
 
 
 TRIAL_FEATURES = trial_features()
@@ -187,6 +229,11 @@ SESSION_FEATURES = Features(
 def trial_file(session_id: str, split: str) -> str:
     """Relative path of the Parquet file of one session's split."""
     return f"{TRIALS_DIR}/{session_id}/{split}-00000-of-00001.parquet"
+
+
+def window_file(session_id: str, split: str) -> str:
+    """Relative path of the Parquet file of one session's continuous windows of a split."""
+    return f"{WINDOWS_DIR}/{session_id}/{split}-00000-of-00001.parquet"
 
 
 def _list_array(values: np.ndarray, inner_length: int, arrow_type: pa.DataType) -> pa.Array:

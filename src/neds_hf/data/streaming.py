@@ -12,6 +12,9 @@ Ranks can receive different numbers of rows (``split_dataset_by_node`` deals who
 their count is a multiple of the world size, rows otherwise), so :meth:`batches` yields an
 exact number of batches per epoch on every rank, re-reading its stream from the start when it
 runs out: no rank waits for another at a gradient synchronisation.
+
+With ``table="windows"`` the continuous windows of a local dataset folder are streamed the
+same way (their per-session counts come from its build report).
 """
 
 from __future__ import annotations
@@ -24,19 +27,22 @@ import numpy as np
 import torch.distributed
 from torch.utils.data import IterableDataset
 
-from .load import is_local_dataset_path
-from .schema import trial_file
+from .load import is_local_dataset_path, window_counts
+from .schema import trial_file, window_file
 from .training_data import _TrialsMetadata
 
 __all__ = ["NedsStreamingTrials", "trial_data_files"]
 
 
-def trial_data_files(path_or_repo: str | os.PathLike, split: str, session_ids: Sequence[str]):
-    """The Parquet file of each session's ``split``: paths in a local folder, ``hf://``
-    URLs for a Hub dataset id."""
+def trial_data_files(
+    path_or_repo: str | os.PathLike, split: str, session_ids: Sequence[str], table: str = "trials"
+):
+    """The Parquet file of each session's ``split`` of trials (or continuous windows): paths
+    in a local folder, ``hf://`` URLs for a Hub dataset id."""
     path = os.fspath(path_or_repo)
     base = path if is_local_dataset_path(path) else f"hf://datasets/{path}"
-    return [f"{base}/{trial_file(session_id, split)}" for session_id in session_ids]
+    relative = window_file if table == "windows" else trial_file
+    return [f"{base}/{relative(session_id, split)}" for session_id in session_ids]
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -63,7 +69,8 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         seed: shuffle seed; the order is a pure function of (seed, epoch, world size).
         num_replicas, rank: distributed world size and this process's rank (default: from
             ``torch.distributed`` when initialised, else 1 and 0).
-        region_column, extra_columns, load_kwargs: as for ``NedsTrialDataset``.
+        region_column, extra_columns, modalities, table, load_kwargs: as for
+            ``NedsTrialDataset`` (``table="windows"`` for a local dataset folder only).
         hash_contents: hash every file of a local dataset at start-up against its build
             record (:func:`~neds_hf.data.verify_dataset`). Off by default: streaming is for
             corpora too large to read before the first step, so start-up checks each file's
@@ -82,6 +89,8 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         rank: int | None = None,
         region_column: str = "region_beryl",
         extra_columns: Sequence[str] = (),
+        modalities: Sequence[str] | None = None,
+        table: str = "trials",
         hash_contents: bool = False,
         **load_kwargs: Any,
     ) -> None:
@@ -91,18 +100,30 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         if shuffle_buffer_size < 0:
             raise ValueError(f"shuffle_buffer_size must be >= 0, got {shuffle_buffer_size}")
         super().__init__(
-            path_or_repo, split, sessions, region_column, extra_columns, load_kwargs, hash_contents
+            path_or_repo,
+            split,
+            sessions,
+            region_column,
+            extra_columns,
+            load_kwargs,
+            modalities,
+            table,
+            hash_contents,
         )
         self.num_replicas, self.rank = _world(num_replicas, rank)
-        counts = {s: int(self.sessions_table[s][f"n_trials_{split}"]) for s in self.session_ids}
+        if table == "windows":
+            windows = window_counts(path_or_repo, split)
+            counts = {s: windows.get(s, 0) for s in self.session_ids}
+        else:
+            counts = {s: int(self.sessions_table[s][f"n_trials_{split}"]) for s in self.session_ids}
         #: Rows of the split over all ranks (from the sessions table).
         self.n_rows = sum(counts.values())
         with_rows = [s for s in self.session_ids if counts[s] > 0]
         if not with_rows:
             raise ValueError(
-                f"dataset {os.fspath(path_or_repo)}: the selected sessions have no {split} trials"
+                f"dataset {os.fspath(path_or_repo)}: the selected sessions have no {split} {table}"
             )
-        files = trial_data_files(path_or_repo, split, with_rows)
+        files = trial_data_files(path_or_repo, split, with_rows, table)
         source = datasets.load_dataset(
             "parquet", data_files={split: files}, split=split, streaming=True, **load_kwargs
         )

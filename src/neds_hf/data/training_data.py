@@ -2,7 +2,11 @@
 
 :class:`NedsTrialDataset` serves the trials of any subset of sessions and any split as the
 dicts :class:`neds_hf.collator.DataCollatorForNedsMasking` consumes, together with what the
-model needs per session (neuron counts, normalisation constants, neuron regions).
+model needs per session (neuron counts, normalisation constants, neuron regions). With
+``table="windows"`` it serves the dataset's continuous windows instead
+(:mod:`neds_hf.data.windows`): the same modalities, neurons and normalisation, plus
+``window_id``; ``trial_id`` is the trial whose trial-level values the window holds (-1, like
+those values, when none).
 :class:`SessionBatchSampler` groups trial indices into batches drawn from a single session
 (so that a per-session input projection sees one population per batch) or mixed across
 sessions, deterministically per (seed, epoch), and shards them across distributed ranks.
@@ -20,17 +24,22 @@ import torch.distributed
 from torch.utils.data import Dataset, Sampler
 
 from .load import (
+    default_modalities,
     load_modalities,
     load_neds_dataset,
     load_neurons,
     load_normalization,
     load_sessions,
+    load_windows,
 )
 from .preprocess import SPLITS
 
 __all__ = [
     "EXTRA_TRIAL_COLUMNS",
+    "EXTRA_WINDOW_COLUMNS",
+    "ROW_TABLES",
     "TRIAL_KEY_COLUMNS",
+    "WINDOW_KEY_COLUMNS",
     "NedsTrialDataset",
     "SessionBatchSampler",
 ]
@@ -41,6 +50,33 @@ TRIAL_KEY_COLUMNS = ("session_id", "trial_id")
 _ITEM_DTYPES = {"spikes": np.int32, "continuous": np.float32}
 #: Further trial columns that can be requested with ``extra_columns``.
 EXTRA_TRIAL_COLUMNS = ("reward", "contrast", "stim_on_time")
+#: Columns every continuous-window dict carries besides the declared modalities.
+WINDOW_KEY_COLUMNS = ("session_id", "trial_id", "window_id")
+#: Further window columns that can be requested with ``extra_columns``.
+EXTRA_WINDOW_COLUMNS = ("start_time", "end_time", "trial_overlap")
+#: The row tables a dataset can serve: ``{table: (key columns, extra columns)}``.
+ROW_TABLES = {
+    "trials": (TRIAL_KEY_COLUMNS, EXTRA_TRIAL_COLUMNS),
+    "windows": (WINDOW_KEY_COLUMNS, EXTRA_WINDOW_COLUMNS),
+}
+
+
+def _served_modalities(
+    declared: Sequence[dict[str, Any]],
+    modalities: Sequence[str] | None,
+    path_or_repo: str | os.PathLike,
+) -> list[dict[str, Any]]:
+    """The declared modalities a trials dataset serves: those named in `modalities` (dataset
+    order), or the default selection (:func:`~neds_hf.data.load.default_modalities`)."""
+    if modalities is None:
+        return default_modalities(declared)
+    names = [spec["name"] for spec in declared]
+    unknown = [name for name in modalities if name not in names]
+    if unknown:
+        raise ValueError(
+            f"unknown modalities {unknown}; dataset {os.fspath(path_or_repo)} declares {names}"
+        )
+    return [dict(spec) for spec in declared if spec["name"] in modalities]
 
 
 class _TrialsMetadata:
@@ -56,13 +92,22 @@ class _TrialsMetadata:
         region_column: str,
         extra_columns: Sequence[str],
         load_kwargs: dict[str, Any],
+        modalities: Sequence[str] | None = None,
+        table: str = "trials",
         hash_contents: bool = True,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        unknown_columns = [c for c in extra_columns if c not in EXTRA_TRIAL_COLUMNS]
+        if table not in ROW_TABLES:
+            raise ValueError(f"unknown table {table!r}; expected one of {list(ROW_TABLES)}")
+        #: ``"trials"`` or ``"windows"``: the rows served.
+        self.table = table
+        self.key_columns, allowed_extra = ROW_TABLES[table]
+        unknown_columns = [c for c in extra_columns if c not in allowed_extra]
         if unknown_columns:
-            raise ValueError(f"unknown extra columns {unknown_columns}; use {EXTRA_TRIAL_COLUMNS}")
+            raise ValueError(
+                f"unknown extra columns {unknown_columns} of the {table}; use {allowed_extra}"
+            )
         table_kwargs = {**load_kwargs, "hash_contents": hash_contents}  # verify_dataset's
         sessions_table = load_sessions(path_or_repo, **table_kwargs)
         table_ids = [str(s) for s in sessions_table["session_id"]]
@@ -94,23 +139,26 @@ class _TrialsMetadata:
                 )
             self.neuron_regions[session_id] = regions
         self.split = split
-        #: ``{column: kind}`` of the declared modalities, in the dataset's order.
-        self.modality_kinds = {spec["name"]: spec["kind"] for spec in load_modalities(path_or_repo)}
-        self.columns = (*TRIAL_KEY_COLUMNS, *self.modality_kinds, *extra_columns)
+        #: ``{column: kind}`` of the served modalities, in the dataset's order.
+        self.modality_kinds = {
+            spec["name"]: spec["kind"]
+            for spec in _served_modalities(load_modalities(path_or_repo), modalities, path_or_repo)
+        }
+        extra = [column for column in extra_columns if column not in self.modality_kinds]
+        self.columns = (*self.key_columns, *self.modality_kinds, *extra)
 
     def _item(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """One trial row (numpy-formatted or plain Python values) as a collator-ready dict."""
-        item: dict[str, Any] = {
-            "session_id": str(row["session_id"]),
-            "trial_id": int(row["trial_id"]),
-        }
+        """One row (numpy-formatted or plain Python values) as a collator-ready dict."""
+        item: dict[str, Any] = {"session_id": str(row["session_id"])}
+        for key in self.key_columns[1:]:
+            item[key] = int(row[key])
         for name, kind in self.modality_kinds.items():
             if kind in _ITEM_DTYPES:  # spikes (N, T) or a per-bin behaviour (T,)
                 item[name] = np.asarray(row[name], dtype=_ITEM_DTYPES[kind])
             else:  # a label: an int when trial-level, an int array when per bin
                 label = np.asarray(row[name])
                 item[name] = int(label) if label.ndim == 0 else label.astype(np.int64)
-        for column in self.columns[len(TRIAL_KEY_COLUMNS) + len(self.modality_kinds) :]:
+        for column in self.columns[len(self.key_columns) + len(self.modality_kinds) :]:
             item[column] = row[column].item() if hasattr(row[column], "item") else row[column]
         return item
 
@@ -118,8 +166,9 @@ class _TrialsMetadata:
 class NedsTrialDataset(_TrialsMetadata, Dataset):
     """Trials of some sessions and one split of a built dataset, as collator-ready dicts.
 
-    Each item is ``{"session_id": str, "trial_id": int, <modality>: value}`` for every modality
-    the dataset declares (:func:`~neds_hf.data.load_modalities`): spikes int32 ``[N, T]``,
+    Each item is ``{"session_id": str, "trial_id": int, <modality>: value}`` for the served
+    modalities (`modalities`, default: every declared one but the BrainWideBench behaviours,
+    :func:`~neds_hf.data.load.default_modalities`): spikes int32 ``[N, T]``,
     continuous behaviour float32 ``[T]``, a trial-level label int (for the IBL datasets:
     ``wheel_speed``, ``whisker_motion_energy``, ``choice``, ``block``), plus
     ``extra_columns``. Behaviours are in physical units; the collator normalises them with
@@ -131,7 +180,11 @@ class NedsTrialDataset(_TrialsMetadata, Dataset):
         sessions: session ids to serve (default: every session of the dataset, in the
             sessions-table order).
         region_column: neurons-table column used for :attr:`neuron_regions`.
-        extra_columns: more trial columns to include (from :data:`EXTRA_TRIAL_COLUMNS`).
+        extra_columns: more columns to include (from :data:`EXTRA_TRIAL_COLUMNS`, or
+            :data:`EXTRA_WINDOW_COLUMNS` for windows).
+        modalities: names of the declared modalities to serve (default: see above).
+        table: ``"trials"`` (trial-aligned rows) or ``"windows"`` (continuous windows; items
+            also carry ``window_id``).
         load_kwargs: passed to ``datasets.load_dataset`` (e.g. ``cache_dir``).
     """
 
@@ -142,11 +195,27 @@ class NedsTrialDataset(_TrialsMetadata, Dataset):
         sessions: Sequence[str] | None = None,
         region_column: str = "region_beryl",
         extra_columns: Sequence[str] = (),
+        modalities: Sequence[str] | None = None,
+        table: str = "trials",
         **load_kwargs: Any,
     ) -> None:
-        super().__init__(path_or_repo, split, sessions, region_column, extra_columns, load_kwargs)
+        super().__init__(
+            path_or_repo,
+            split,
+            sessions,
+            region_column,
+            extra_columns,
+            load_kwargs,
+            modalities,
+            table,
+        )
+        load = load_windows if table == "windows" else load_neds_dataset
         whole = sessions is None
-        trials = load_neds_dataset(path_or_repo, None if whole else self.session_ids, **load_kwargs)
+        trials = load(path_or_repo, None if whole else self.session_ids, **load_kwargs)
+        if split not in trials:
+            raise ValueError(
+                f"dataset {os.fspath(path_or_repo)} has no {split} {table} (splits: {list(trials)})"
+            )
         self.trials = trials[split].select_columns(list(self.columns)).with_format("numpy")
         #: Session id of every item, ``(n_items,)``.
         self.item_session_ids = np.asarray(self.trials.with_format(None)["session_id"], dtype=str)

@@ -92,7 +92,10 @@ class SegmentationTrainingArguments:
     use_velocity: bool = field(default=True, metadata={"help": "Append velocity features."})
     normalization: str = field(default="zscore", metadata={"help": "zscore or none."})
     chunk_length: int = field(default=500, metadata={"help": "Frames per training chunk."})
-    batch_size: int = 8
+    # 4 rather than 8: twice the optimizer steps per epoch; on the synthetic corpus (4 training
+    # sessions of 12,000 frames, 5 seeds, 40 epochs) held-out macro F1 0.955 -> 0.961 and edit
+    # 71.9 -> 77.8 (benchmarks/README.md, action segmentation).
+    batch_size: int = field(default=4, metadata={"help": "Training chunks per optimizer step."})
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     num_epochs: int = 40

@@ -19,17 +19,20 @@ from typing import Any
 
 import yaml
 
-from ..configuration_neds import NedsConfig
+from ..configuration_neds import IBL_MODALITIES, NedsConfig
 
 __all__ = [
     "ARCHITECTURE_FIELDS",
     "CONFIG_ARGUMENT_FIELDS",
+    "DATASET_CONFIGS",
     "FREEZE_MODES",
+    "MODALITY_SETS",
     "MODES",
     "REDACTED",
     "SAMPLING_MODES",
     "SECRET_FIELDS",
     "NedsTrainingArguments",
+    "bwb_behavior_names",
     "config_file_defaults",
     "parse_training_args",
     "redacted_arguments",
@@ -37,8 +40,14 @@ __all__ = [
 ]
 
 FREEZE_MODES = ("none", "warmup", "all")
+#: Named sets ``--modalities`` accepts besides modality names: ``paper`` (the five modalities of
+#: the NEDS paper), ``bwb`` (those plus every BrainWideBench behaviour the dataset declares, see
+#: :func:`bwb_behavior_names`) and ``all`` (every modality the dataset declares).
+MODALITY_SETS = ("paper", "bwb", "all")
 SAMPLING_MODES = ("mixed", "single_session")
 MODES = ("pretrain", "finetune")
+#: Rows a run trains on: trial-aligned rows (config ``all``) or continuous windows.
+DATASET_CONFIGS = ("trials", "windows")
 
 #: NedsConfig fields a run can set; each becomes an argument of the same name and default.
 CONFIG_ARGUMENT_FIELDS = (
@@ -115,6 +124,13 @@ class NedsTrainingArguments(_ConfigArguments):
     dataset: str | None = field(
         default=None, metadata={"help": "Dataset folder or Hub id (built by prepare-data)."}
     )
+    dataset_config: str = field(
+        default="trials",
+        metadata={
+            "help": "Rows to train and validate on: trials (trial-aligned) or windows (the "
+            "continuous windows of a dataset built with prepare-data --windows continuous)."
+        },
+    )
     mode: str = field(
         default="pretrain",
         metadata={"help": "pretrain (new model) or finetune (from model_name_or_path)."},
@@ -132,8 +148,10 @@ class NedsTrainingArguments(_ConfigArguments):
     modalities: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Modalities to model, a subset of those the dataset declares (its "
-            "build_report.json; default: all of them). Must include spikes."
+            "help": "Modalities to model: names the dataset declares (its build_report.json) "
+            "and/or the sets paper, bwb (paper + the BrainWideBench behaviours) or all. Default: "
+            "every declared modality except the BrainWideBench behaviours (for IBL datasets the "
+            "paper's five). Must include spikes."
         },
     )
     spike_only: bool = field(default=False, metadata={"help": "The spike-only MtM configuration."})
@@ -263,6 +281,7 @@ class NedsTrainingArguments(_ConfigArguments):
         errors = []
         for name, value, allowed in (
             ("mode", self.mode, MODES),
+            ("dataset_config", self.dataset_config, DATASET_CONFIGS),
             ("freeze_encoder", self.freeze_encoder, FREEZE_MODES),
             ("batch_sampling", self.batch_sampling, SAMPLING_MODES),
             ("report_to", self.report_to, ("tensorboard", "none")),
@@ -275,7 +294,11 @@ class NedsTrainingArguments(_ConfigArguments):
                 "mixed_precision must be 'no' or 'bf16' on this code path, got "
                 f"{self.mixed_precision!r}"
             )
-        if self.modalities is not None and "spikes" not in self.modalities:
+        if (
+            self.modalities is not None
+            and "spikes" not in self.modalities
+            and not set(self.modalities) & set(MODALITY_SETS)
+        ):
             errors.append("modalities must include 'spikes'")
         elif self.modalities is not None and self.dataset:
             # the dataset's modality table is one small JSON file; no data is read
@@ -382,19 +405,49 @@ class NedsTrainingArguments(_ConfigArguments):
         return parsed
 
 
+def bwb_behavior_names() -> list[str]:
+    """Names of the BrainWideBench behaviours beyond the paper's five
+    (:data:`neds_hf.data.preprocess.BWB_MODALITIES`): opt-in, never in a default selection."""
+    from ..data.preprocess import BWB_MODALITIES
+
+    return [spec["name"] for spec in BWB_MODALITIES]
+
+
+def _expand_modality_sets(requested: Sequence[str], names: Sequence[str]) -> list[str]:
+    """`requested` with each set of :data:`MODALITY_SETS` replaced by its modality names
+    (``bwb`` and ``all`` only those the dataset declares, `names`)."""
+    paper = [spec["name"] for spec in IBL_MODALITIES]
+    sets = {
+        "paper": paper,
+        "bwb": [*paper, *(n for n in names if n in bwb_behavior_names())],
+        "all": list(names),
+    }
+    expanded: list[str] = []
+    for entry in requested:
+        for name in sets.get(entry, [entry]):
+            if name not in expanded:
+                expanded.append(name)
+    return expanded
+
+
 def select_modalities(
     requested: Sequence[str] | None, declared: Sequence[dict[str, Any]], dataset: str
 ) -> list[dict[str, Any]]:
     """The entries of a dataset's modality table (`declared`, from
     :func:`neds_hf.data.load_modalities`) that a run models, in the dataset's order.
 
-    `requested` (``--modalities``) names a subset; None takes every declared modality. Raises
-    a ValueError naming unknown modalities and what the dataset declares, or a selection
-    without spikes.
+    `requested` (``--modalities``) names modalities and/or sets of :data:`MODALITY_SETS`; None
+    takes every declared modality except the BrainWideBench behaviours
+    (:func:`bwb_behavior_names`, opt-in), i.e. the paper's five on an IBL dataset. Raises a
+    ValueError naming unknown modalities and what the dataset declares, or a selection without
+    spikes.
     """
+    from ..data.load import default_modalities
+
     names = [str(spec["name"]) for spec in declared]
     if requested is None:
-        return [dict(spec) for spec in declared]
+        return default_modalities(declared)
+    requested = _expand_modality_sets(requested, names)
     unknown = [name for name in requested if name not in names]
     if unknown:
         raise ValueError(f"unknown modalities {unknown}; dataset {dataset} declares {names}")

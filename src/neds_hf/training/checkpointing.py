@@ -94,6 +94,8 @@ def run_fingerprint(
     fingerprint["num_processes"] = num_processes
     if args.streaming:  # absent otherwise, so in-memory checkpoints keep their fingerprint
         fingerprint["streaming"] = {"shuffle_buffer_size": args.shuffle_buffer_size}
+    if args.dataset_config != "trials":  # absent for trials, as in earlier checkpoints
+        fingerprint["dataset_config"] = args.dataset_config
     fingerprint["model_config_sha"] = _config_digest(config)
     return fingerprint
 

@@ -108,7 +108,8 @@ def new_trainer_state() -> dict[str, Any]:
 
 
 class _SeededMasking:
-    """Collate function whose masks are a pure function of (seed, epoch, rank, the batch's trials).
+    """Collate function whose masks are a pure function of (seed, epoch, rank, the batch's trials
+    or continuous windows).
 
     Deterministic whatever the worker layout, and a resumed run draws exactly the masks the
     uninterrupted run would have drawn.
@@ -118,7 +119,11 @@ class _SeededMasking:
         self.collator, self.seed, self.rank, self.epoch = collator, seed, rank, 0
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        key = ",".join(f"{e['session_id']}:{e.get('trial_id', '')}" for e in examples)
+        key = ",".join(
+            f"{e['session_id']}:{e.get('trial_id', '')}"
+            + (f"@{e['window_id']}" if "window_id" in e else "")  # continuous windows
+            for e in examples
+        )
         digest = hashlib.blake2b(
             f"{self.seed}|{self.epoch}|{self.rank}|{key}".encode(), digest_size=8
         )

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..configuration_neds import NedsConfig
+from ..configuration_neds import NedsConfig, allows_missing, check_declared_modalities
 from ..modeling_neds import NedsForMaskedModeling, is_session_parameter
 from .arguments import ARCHITECTURE_FIELDS, CONFIG_ARGUMENT_FIELDS, select_modalities
 
@@ -91,16 +91,18 @@ def check_dataset_source(dataset: str) -> None:
 
 
 def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
-    """The train and validation trials of `args.sessions`, and the dataset's features.
+    """The train and validation rows of `args.sessions` (trials, or the continuous windows
+    with ``dataset_config=windows``), and the dataset's features.
 
-    Raises when the dataset has no train split or does not follow the trials schema.
+    Raises when the dataset has no train split or does not follow the trials (windows) schema.
     """
-    from ..data.load import DATASET_FOLDER_LAYOUT, load_modalities, load_neds_dataset
-    from ..data.schema import trial_features
+    from ..data.load import DATASET_FOLDER_LAYOUT, load_modalities, load_neds_dataset, load_windows
+    from ..data.schema import trial_features, window_features
     from ..data.training_data import NedsTrialDataset
 
+    windows = args.dataset_config == "windows"
     try:
-        trials = load_neds_dataset(args.dataset)
+        rows = load_windows(args.dataset) if windows else load_neds_dataset(args.dataset)
     except (ConnectionError, FileNotFoundError) as error:
         if Path(args.dataset).exists():
             raise
@@ -108,55 +110,72 @@ def load_training_data(args: Any) -> tuple[Any, Any, Mapping[str, Any]]:
             f"dataset {args.dataset} is not a local folder and could not be loaded from the Hub "
             f"({error}); {DATASET_FOLDER_LAYOUT}"
         ) from None
-    if "train" not in trials:
-        raise ValueError(f"dataset {args.dataset} has no 'train' split (splits: {list(trials)})")
-    features = trials["train"].features
+    if "train" not in rows:
+        raise ValueError(f"dataset {args.dataset} has no 'train' split (splits: {list(rows)})")
+    features = rows["train"].features
     # a local folder was verified file by file when it was loaded; a Hub dataset's files were
-    # not, so the loaded features are checked against the declared trials schema here
-    expected = trial_features(load_modalities(args.dataset))
+    # not, so the loaded features are checked against the declared schema here
+    expected = (window_features if windows else trial_features)(load_modalities(args.dataset))
     missing = [name for name in expected if name not in features]
     mismatched = [
         name for name in expected if name in features and features[name] != expected[name]
     ]
     if missing or mismatched:
         raise ValueError(
-            f"dataset {args.dataset} does not match the neds_hf trials schema: missing columns "
-            f"{missing}, columns of another type {mismatched}"
+            f"dataset {args.dataset} does not match the neds_hf {args.dataset_config} schema: "
+            f"missing columns {missing}, columns of another type {mismatched}"
         )
-    train_data = NedsTrialDataset(args.dataset, "train", sessions=args.sessions)
-    eval_data = NedsTrialDataset(args.dataset, "validation", sessions=args.sessions)
+    # every declared modality: the model (new or pretrained) takes the ones it has
+    served = [spec["name"] for spec in load_modalities(args.dataset)]
+    train_data, eval_data = (
+        NedsTrialDataset(
+            args.dataset,
+            split,
+            sessions=args.sessions,
+            modalities=served,
+            table=args.dataset_config,
+        )
+        for split in ("train", "validation")
+    )
     return train_data, eval_data, features
 
 
 def load_streaming_data(
     args: Any, num_processes: int, process_index: int
 ) -> tuple[Any, Any, Mapping[str, Any]]:
-    """The train trials streamed and sharded for this rank, the validation trials streamed
-    (read whole by the main process), and the streamed features; the features are checked
-    against the declared trials schema like :func:`load_training_data` does."""
+    """The train rows (trials, or continuous windows with ``dataset_config=windows``) streamed
+    and sharded for this rank, the validation rows streamed (read whole by the main process),
+    and the streamed features; the features are checked against the declared schema like
+    :func:`load_training_data` does."""
     from ..data.load import load_modalities
-    from ..data.schema import trial_features
+    from ..data.schema import trial_features, window_features
     from ..data.streaming import NedsStreamingTrials
 
+    served = [spec["name"] for spec in load_modalities(args.dataset)]
     train_data = NedsStreamingTrials(
         args.dataset,
         "train",
         sessions=args.sessions,
+        modalities=served,
         shuffle_buffer_size=args.shuffle_buffer_size,
         seed=args.seed,
         num_replicas=num_processes,
         rank=process_index,
+        table=args.dataset_config,
     )
     eval_data = NedsStreamingTrials(
         args.dataset,
         "validation",
         sessions=args.sessions,
+        modalities=served,
         shuffle_buffer_size=0,
         num_replicas=1,
         rank=0,
+        table=args.dataset_config,
     )
     features = train_data.features
-    expected = trial_features(load_modalities(args.dataset))
+    schema = window_features if args.dataset_config == "windows" else trial_features
+    expected = schema(load_modalities(args.dataset))
     # the streamed columns only (the stream selects them); each must have its declared type
     wrong = [
         name
@@ -165,7 +184,8 @@ def load_streaming_data(
     ]
     if wrong:
         raise ValueError(
-            f"dataset {args.dataset} does not match the neds_hf trials schema: columns of "
+            f"dataset {args.dataset} does not match the neds_hf {args.dataset_config} schema: "
+            "columns of "
             f"another type or without type {wrong}"
         )
     return train_data, eval_data, features
@@ -257,6 +277,20 @@ def _load_pretrained(args: Any, dataset_sessions: Mapping[str, int]) -> tuple[An
     return model, fresh_sessions
 
 
+def _check_dataset_modalities(model: NedsForMaskedModeling, dataset: Any) -> None:
+    """The dataset's declared modalities must feed the model (else a ValueError naming both
+    lists); a behaviour the dataset declares as possibly missing becomes so in the model's
+    config, so that its missing entries are masked rather than rejected."""
+    from ..data.load import load_modalities
+
+    declared = load_modalities(dataset)
+    check_declared_modalities(model.config.modalities, declared, str(dataset))
+    may_be_missing = {spec["name"] for spec in declared if allows_missing(spec)}
+    for spec in model.config.modalities:
+        if spec["name"] in may_be_missing:
+            spec["allow_missing"] = True
+
+
 def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> NedsForMaskedModeling:
     """The model to train: new (pretraining) or pretrained with the dataset's sessions.
 
@@ -271,6 +305,7 @@ def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> Ne
         fresh_sessions = list(dataset_sessions)
     if args.init_baseline_rates and fresh_sessions:
         model.set_baseline_rates(mean_counts_per_bin(train_data, fresh_sessions))
+    _check_dataset_modalities(model, args.dataset)
     for spec in model.config.behavior_modalities:
         if spec["name"] not in features:
             raise ValueError(

@@ -16,7 +16,8 @@ unchanged, while every quantity they estimate is known exactly:
   (quantised to 2π/4096 rad, one irregular timestamp per encoder tick), and whisker ROI motion
   energy driven by wheel movement plus spontaneous whisking, sampled by a 60 Hz left camera
   (whose timestamps file carries a few extra leading timestamps, as in older sessions) and a
-  150 Hz right camera.
+  150 Hz right camera. Licks (``alf/licks.times``, :mod:`.licks`) come in bursts after rewards,
+  a few after errors and spontaneously, from their own random stream.
 * **Neurons**: regions along a repeated-site insertion (VISa, CA1, DG, LP, PO with their Allen
   layer ids; fibre tracts and the outside of the brain on channels without units). Each neuron's
   log-rate is a region-specific tuning to six covariates (:data:`COVARIATE_NAMES`: wheel speed,
@@ -44,10 +45,10 @@ session path is a function of ``(seed, index)``, so the same seed always gives t
 
 Modules, one concept each: :mod:`.spec` (specification, presets, identity, faults),
 :mod:`.task` (trials and wheel), :mod:`.signals` (covariates, latents, cameras),
-:mod:`.neurons` (probes, units, spikes), :mod:`.oracle` (expected counts given the observed
-behaviour), :mod:`.session` (a whole session and its ground truth), :mod:`.alf` (ALF
-writer), :mod:`.one_cache` (ONE cache tables) and :mod:`.cli` (a corpus on disk and the
-``neds-hf make-synthetic`` command).
+:mod:`.licks` (lick times), :mod:`.neurons` (probes, units, spikes), :mod:`.oracle` (expected
+counts given the observed behaviour), :mod:`.session` (a whole session and its ground truth),
+:mod:`.alf` (ALF writer), :mod:`.one_cache` (ONE cache tables) and :mod:`.cli` (a corpus on
+disk and the ``neds-hf make-synthetic`` command).
 """
 
 from .alf import (
@@ -59,6 +60,7 @@ from .alf import (
     write_spike_sorting,
 )
 from .cli import add_make_synthetic_arguments, make_synthetic_cache, run_make_synthetic
+from .licks import LICKS_STREAM, generate_licks
 from .neurons import (
     ALLEN_IDS,
     COSMOS_OF_BERYL,
@@ -109,6 +111,7 @@ __all__ = [
     "FAULTS",
     "GROUND_TRUTH_ARRAYS",
     "GROUND_TRUTH_DIRNAME",
+    "LICKS_STREAM",
     "N_CHANNELS",
     "PRESETS",
     "PROBE_LAYOUT",
@@ -130,6 +133,7 @@ __all__ = [
     "add_make_synthetic_arguments",
     "exclusion_flags",
     "first_exclusion_reason",
+    "generate_licks",
     "generate_session",
     "load_ground_truth",
     "make_synthetic_cache",

@@ -126,6 +126,8 @@ def write_alf_session(session: SyntheticSession, root: str | Path) -> Path:
             np.save(
                 alf / f"{camera}Camera.ROIMotionEnergy.npy", session.camera_motion_energy[camera]
             )
+    if session.lick_times is not None:
+        np.save(alf / "licks.times.npy", session.lick_times)
     write_ground_truth(session, root)
     return session_path
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .licks import generate_licks
 from .neurons import REGION_TUNING, SyntheticProbe, simulate_probe
 from .oracle import observed_expected_counts
 from .signals import (
@@ -101,6 +102,7 @@ class SyntheticSession:
     probes: list[SyntheticProbe]
     ground_truth: dict[str, np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)  # JSON-able description
+    lick_times: np.ndarray | None = None  # (n_licks,) float64, s; None: no licks.times file
 
     @property
     def session_rel_path(self) -> str:
@@ -165,6 +167,7 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
         probes=probes,
         ground_truth=ground_truth,
         info=info,
+        lick_times=generate_licks(spec, trials["table"], n_grid * dt),
     )
     _apply_fault(session)
     info["probes"] = [
@@ -302,5 +305,7 @@ def _apply_fault(session: SyntheticSession) -> None:
         probe.spike_clusters = clusters
     elif fault == "corrupted_spike_times":
         pass  # applied when the file is written
+    elif fault == "no_licks":
+        session.lick_times = None
     else:  # guarded by SyntheticSessionSpec
         raise ValueError(f"unknown fault {fault!r}")

@@ -45,6 +45,7 @@ FAULTS: dict[str, str] = {
     "mismatched_spike_lengths": "probe00 spikes.clusters is 7 entries shorter than spikes.times",
     "clusters_out_of_range": "3 spikes of probe00 point past the end of its clusters table",
     "corrupted_spike_times": "probe00 spikes.times.npy is truncated (valid header, cut data)",
+    "no_licks": "no alf/licks.times.npy (a session without lick detection; kept, licks missing)",
 }
 
 
