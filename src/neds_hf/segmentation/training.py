@@ -89,6 +89,9 @@ class SegmentationTrainingArguments:
     num_layers: int = 2
     num_lags: int = 4
     dropout: float = 0.1
+    weight_norm: bool = field(
+        default=False, metadata={"help": "Weight-normalise the dtcn head's convolutions."}
+    )
     use_velocity: bool = field(default=True, metadata={"help": "Append velocity features."})
     normalization: str = field(default="zscore", metadata={"help": "zscore or none."})
     chunk_length: int = field(default=500, metadata={"help": "Frames per training chunk."})
@@ -386,6 +389,7 @@ def build_model(
         num_layers=args.num_layers,
         num_lags=args.num_lags,
         dropout=args.dropout,
+        weight_norm=args.weight_norm,
         class_weights=data.class_weights,
         next_step_weight=args.next_step_weight,
     )
