@@ -91,7 +91,7 @@ class SegmentationTrainingArguments:
     dropout: float = 0.1
     # Off: on the same corpus and seeds (bench_action_segmentation.py --experiment weight_norm,
     # 5 seeds) held-out macro F1 0.961 -> 0.941, edit 77.8 -> 66.2 (edit lower on every seed; one
-    # seed fell to 0.853), train CPU 9.4 -> 9.9 s; it is not what separates neds_hf from
+    # seed fell to 0.853), train CPU 9.7 -> 10.2 s; it is not what separates neds_hf from
     # lightning-action there.
     weight_norm: bool = field(
         default=False, metadata={"help": "Weight-normalise the dtcn head's convolutions."}
