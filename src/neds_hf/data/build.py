@@ -295,6 +295,9 @@ def process_session(
             **{split: len(session.split_indices(split)) for split in SPLITS},
         },
         "exclusion": session.report.to_dict(),
+        # modalities missing entirely or partly (kept, stored as NaN), and the pose source
+        "missing_modalities": session.missing_modalities(),
+        "pose": raw.metadata.get("pose", {}),
         # probes left out because they have no spike sorting (listed, never silently dropped)
         "probes_without_spike_sorting": list(raw.metadata.get("probes_without_spike_sorting", [])),
         "files": list(written),

@@ -24,7 +24,9 @@ What is loaded, following the IBL conventions (brainbox ``SpikeSortingLoader`` /
   sorting collection, else ``alf/<probe>``;
 * the trials table (``alf``), wheel position / timestamps, and whisker ROI motion energy of the
   left camera, else the right camera. A camera with more timestamps than frames keeps the
-  **last** ``n_frames`` timestamps (IBL convention); fewer timestamps than frames is an error.
+  **last** ``n_frames`` timestamps (IBL convention); fewer timestamps than frames is an error;
+* the left camera's paw pose (:func:`neds_hf.data.pose.load_paw_pose`), optional: a session
+  without it is loaded with ``paw_pose.absent`` saying so.
 
 Errors (defined in :mod:`neds_hf.data.errors`): an unknown session id raises
 :class:`SessionNotFoundError`; absent data raise :class:`MissingDataError`; an unreadable file
@@ -45,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CorruptedFileError, IBLDataError, MissingDataError, SessionNotFoundError
+from .pose import load_paw_pose
 from .raw import CLUSTER_COLUMNS, TRIAL_COLUMNS, RawSession
 
 __all__ = [
@@ -625,6 +628,7 @@ def load_session(
     trials = _load_trials(one, eid, revision)
     wheel_timestamps, wheel_position = _load_wheel(one, eid, revision)
     me_times, motion_energy, camera, me_info = _load_motion_energy(one, eid, revision)
+    paw_pose = load_paw_pose(one, eid, revision)
     date = details["date"]
     metadata = {
         "revision_requested": revision,
@@ -643,6 +647,7 @@ def load_session(
         "motion_energy_camera": camera,
         "motion_energy_dropped_timestamps": me_info["n_dropped_timestamps"],
         "motion_energy_absent": me_info["absent"],
+        "pose": paw_pose.describe(),
         "number": int(details["number"]) if details.get("number") is not None else None,
     }
     return RawSession(
@@ -661,6 +666,7 @@ def load_session(
         motion_energy=motion_energy,
         motion_energy_camera=camera,
         metadata=metadata,
+        paw_pose=paw_pose,
     )
 
 

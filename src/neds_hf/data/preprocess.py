@@ -63,6 +63,7 @@ from .exclusion import (
     one_reason_per_trial,
     trial_exclusion_masks,
 )
+from .pose import PAW_SPEED_MODALITIES, paw_speeds_at
 from .raw import TRIAL_COLUMNS, RawSession
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "EXCLUSION_REASONS",
     "MODALITY_UNITS",
     "NEURON_COLUMNS",
+    "OPT_IN_MODALITIES",
     "RECORDED_PACKAGES",
     "SPLITS",
     "EmptySessionError",
@@ -96,6 +98,11 @@ SPLITS = ("train", "validation", "test")
 #: Every dataset built from it declares them (``build_report.json`` ``"modalities"``, the card);
 #: the writer, the schema and the loaders read that declaration rather than these names.
 DATASET_MODALITIES: tuple[dict[str, Any], ...] = tuple(dict(spec) for spec in IBL_MODALITIES)
+# Paw speeds (data.pose): produced too; opt-in for training (OPT_IN_MODALITIES).
+DATASET_MODALITIES += tuple(dict(spec) for spec in PAW_SPEED_MODALITIES)
+
+#: Produced modalities a training run models only when selected by name (``--modalities``).
+OPT_IN_MODALITIES = tuple(spec["name"] for spec in PAW_SPEED_MODALITIES)
 
 #: Unit / meaning of each produced modality (for the card).
 MODALITY_UNITS = {
@@ -104,6 +111,8 @@ MODALITY_UNITS = {
     "whisker_motion_energy": "[T] camera ROI motion energy (a.u.)",
     "choice": "0 = right (ALF -1), 1 = left (ALF +1)",
     "block": "0/1/2 = probabilityLeft 0.2/0.5/0.8",
+    "left_paw_speed": "[T] left paw speed from the left camera's pose (px/s); NaN where invalid",
+    "right_paw_speed": "[T] right paw speed from the left camera's pose (px/s); NaN where invalid",
 }
 
 #: Continuous behaviours produced per bin, in physical units.
@@ -259,6 +268,8 @@ class PreprocessedSession:
     spikes: np.ndarray  # (n_trials, N, T) uint16, neuron-major counts
     wheel_speed: np.ndarray  # (n_trials, T) float32, rad/s
     whisker_motion_energy: np.ndarray  # (n_trials, T) float32, camera ROI motion energy
+    left_paw_speed: np.ndarray  # (n_trials, T) float32, px/s, NaN where the pose is invalid
+    right_paw_speed: np.ndarray  # (n_trials, T) float32, px/s, NaN where the pose is invalid
     choice: np.ndarray  # (n_trials,) int64, 0 = right, 1 = left
     block: np.ndarray  # (n_trials,) int64, 0/1/2 for probabilityLeft 0.2/0.5/0.8
     reward: np.ndarray  # (n_trials,) int64, 1 = rewarded
@@ -280,6 +291,15 @@ class PreprocessedSession:
         """Number of kept neurons (N)."""
         return self.spikes.shape[1]
 
+    def missing_modalities(self) -> dict[str, float]:
+        """``{modality: fraction of invalid entries}`` of the per-bin continuous behaviours
+        with any missing value (NaN), e.g. paw speeds during pose gaps or without pose."""
+        fractions = {
+            name: float(np.isnan(getattr(self, name)).mean()) if self.n_trials else 0.0
+            for name in CONTINUOUS_BEHAVIORS
+        }
+        return {name: fraction for name, fraction in fractions.items() if fraction > 0}
+
     def split_indices(self, split: str) -> np.ndarray:
         """Row positions (into the per-trial arrays) of the trials of ``split``."""
         if split not in SPLITS:
@@ -296,6 +316,8 @@ class PreprocessedSession:
             "spikes": self.spikes[rows],
             "wheel_speed": self.wheel_speed[rows],
             "whisker_motion_energy": self.whisker_motion_energy[rows],
+            "left_paw_speed": self.left_paw_speed[rows],
+            "right_paw_speed": self.right_paw_speed[rows],
             "choice": self.choice[rows],
             "block": self.block[rows],
             "reward": self.reward[rows],
@@ -469,10 +491,16 @@ def _map_choice(raw: RawSession, trial_ids: np.ndarray, choice: np.ndarray) -> n
 
 
 def normalization_stats(values: np.ndarray) -> dict[str, float]:
-    """mean / std (population) / min / max of all values, as Python floats (float64 sums)."""
+    """mean / std (population) / min / max of all values, as Python floats (float64 sums).
+
+    Missing values (NaN, e.g. pose gaps) are left out; all missing gives NaN constants.
+    """
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:
         raise ValueError("cannot compute normalisation constants of an empty train split")
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return dict.fromkeys(("mean", "std", "min", "max"), float("nan"))
     return {
         "mean": float(values.mean()),
         "std": float(values.std()),
@@ -518,6 +546,10 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
     behaviour = {
         name: values[kept_rows].astype(np.float32) for name, values in behaviour_all.items()
     }
+    sample_times = bin_sample_times(
+        window_starts_all[kept_rows], config.n_bins, config.bin_size, config.behavior_sampling
+    )  # (K, T)
+    behaviour.update(paw_speeds_at(raw.paw_pose, sample_times))  # NaN where invalid
     split = _split_or_raise(raw.session_id, config, report)
     normalization = {
         name: normalization_stats(behaviour[name][split == "train"])
@@ -530,6 +562,8 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
         spikes=np.ascontiguousarray(counts[:, neurons["kept"], :]),  # (K, N, T)
         wheel_speed=behaviour["wheel_speed"],  # (K, T)
         whisker_motion_energy=behaviour["whisker_motion_energy"],  # (K, T)
+        left_paw_speed=behaviour["left_paw_speed"],  # (K, T)
+        right_paw_speed=behaviour["right_paw_speed"],  # (K, T)
         **_trial_values(raw, kept_rows, trial_ids),
         split=split,
         neurons=_neurons_table(raw, neurons["kept"], neurons["firing_rate"]),

@@ -388,13 +388,16 @@ def select_modalities(
     """The entries of a dataset's modality table (`declared`, from
     :func:`neds_hf.data.load_modalities`) that a run models, in the dataset's order.
 
-    `requested` (``--modalities``) names a subset; None takes every declared modality. Raises
+    `requested` (``--modalities``) names a subset; None takes every declared modality except
+    the opt-in ones (:data:`neds_hf.data.preprocess.OPT_IN_MODALITIES`, e.g. paw speeds). Raises
     a ValueError naming unknown modalities and what the dataset declares, or a selection
     without spikes.
     """
     names = [str(spec["name"]) for spec in declared]
     if requested is None:
-        return [dict(spec) for spec in declared]
+        from ..data.preprocess import OPT_IN_MODALITIES
+
+        return [dict(spec) for spec in declared if spec["name"] not in OPT_IN_MODALITIES]
     unknown = [name for name in requested if name not in names]
     if unknown:
         raise ValueError(f"unknown modalities {unknown}; dataset {dataset} declares {names}")
