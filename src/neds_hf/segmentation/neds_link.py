@@ -4,8 +4,9 @@ Recipe (configuration only, no new NEDS model code):
 
 1. pose features of an IBL session: :func:`load_ibl_pose_session` reads
    ``alf/_ibl_leftCamera.lightningPose.pqt`` (or ``.dlc.pqt``) and the camera times, and adds
-   the wheel velocity at the camera times (from ``_ibl_wheel.position/timestamps``); with ONE
-   pass ``one.eid2path(eid)`` after loading those datasets;
+   the wheel velocity at the camera times (from ``_ibl_wheel.position/timestamps``); through
+   ONE, :func:`~.ibl.load_ibl_pose_via_one` (``neds-hf segment prepare-ibl`` writes the
+   ``features/`` folder of many sessions);
 2. a trained segmentation model labels every frame (:func:`~.inference.predict_session`);
 3. :func:`add_actions_to_dataset` (``neds-hf segment add-to-neds``) bins the per-frame labels
    to the dataset's trial grid (its own bins from ``stim_on_time + window[0]``; each bin takes
