@@ -25,6 +25,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .validity import invalid_entries
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -534,6 +536,39 @@ class LinearBaselinePredictions:
     notes: list[str] = field(default_factory=list)
 
 
+def _fill_missing(
+    spec: Mapping[str, Any], train: np.ndarray, test: np.ndarray, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A continuous behaviour ``(trials, T)`` of the train and test trials with its missing
+    entries (NaN where it may be missing) set to its train mean over present entries (0 when
+    none is present), so that the encoder can use it; what was filled is noted."""
+    train_missing, test_missing = invalid_entries(spec, train), invalid_entries(spec, test)
+    if not (train_missing.any() or test_missing.any()):
+        return train, test
+    fill = float(train[~train_missing].mean()) if (~train_missing).any() else 0.0
+    notes.append(
+        f"linear encoder: {spec['name']} missing in {int(train_missing.sum())} of "
+        f"{train.size} train and {int(test_missing.sum())} of {test.size} test entries, "
+        "filled with its train mean"
+    )
+    return np.where(train_missing, fill, train), np.where(test_missing, fill, test)
+
+
+def _present_rows(
+    spec: Mapping[str, Any], values: np.ndarray, what: str, notes: list[str]
+) -> np.ndarray:
+    """Train trials ``(trials,)`` whose behaviour `spec` is entirely present (a decoder is fitted
+    on them only); the trials left out are noted."""
+    missing = invalid_entries(spec, values)
+    present = ~missing.reshape(missing.shape[0], -1).any(axis=1)  # (trials,)
+    if not present.all():
+        notes.append(
+            f"{what} {spec['name']} decoder fitted on the {int(present.sum())} of "
+            f"{present.size} train trials where it is present"
+        )
+    return present
+
+
 def fit_linear_baselines(
     train: Mapping[str, np.ndarray],
     test: Mapping[str, np.ndarray],
@@ -547,7 +582,10 @@ def fit_linear_baselines(
     trials hold a label value the training trials lack) to counts; each continuous behaviour
     gets a ridge decoder, each trial-level label a logistic decoder. A decoder that cannot be
     fitted (e.g. one class in the training trials) is reported in the notes and left out.
+    Missing entries of a behaviour with ``allow_missing`` are filled with its train mean for
+    the encoder and left out of its decoder's training trials (both noted); scoring skips them.
     """
+    specs = {s["name"]: s for s in modalities}
     continuous = [s["name"] for s in modalities if s["kind"] == "continuous"]
     labels = [s["name"] for s in modalities if s["kind"] == "categorical" and s["trial_level"]]
     notes: list[str] = []
@@ -564,24 +602,30 @@ def fit_linear_baselines(
             "values absent from the training trials"
         )
         labels_train = labels_test = None
+    filled = [_fill_missing(specs[n], train[n], test[n], notes) for n in continuous]
     encoder = fit_linear_encoder(
-        np.stack([train[n] for n in continuous], axis=-1),  # (n, T, B)
+        np.stack([pair[0] for pair in filled], axis=-1),  # (n, T, B)
         train["spikes"],
         trial_labels=labels_train,
         method="rrr",
     )
     result = LinearBaselinePredictions(
         encoder_rates=encoder.predict_rates(
-            np.stack([test[n] for n in continuous], axis=-1), labels_test
+            np.stack([pair[1] for pair in filled], axis=-1), labels_test
         ),  # (n, T, N)
         notes=notes,
     )
     for name in continuous:
-        decoder = fit_ridge_decoder(train["spikes"], train[name])
+        rows = _present_rows(specs[name], train[name], "ridge", notes)
+        if rows.sum() < 2:
+            notes.append(f"ridge {name} decoder not fitted: fewer than 2 train trials have it")
+            continue
+        decoder = fit_ridge_decoder(train["spikes"][rows], train[name][rows])
         result.decoded[name] = decoder.predict(test["spikes"])  # (n, T), physical units
     for name in labels:
+        rows = _present_rows(specs[name], train[name], "logistic", notes)
         try:
-            classifier = fit_logistic_decoder(train["spikes"], train[name], seed=seed)
+            classifier = fit_logistic_decoder(train["spikes"][rows], train[name][rows], seed=seed)
         except ValueError as error:
             notes.append(f"logistic {name} decoder not fitted: {error}")
             continue

@@ -3,6 +3,12 @@
 Examples follow the dataset schema: ``session_id`` (str), ``spikes`` (neuron-major ``[N, T]``
 counts), one field per behaviour modality (continuous ``[T]``, categorical an int or ``[T]``),
 and optionally ``neuron_regions`` (``[N]`` region names, for the MtM region schemes).
+
+A behaviour declared with ``allow_missing`` may hold missing entries (NaN, or -1 for a label;
+:mod:`neds_hf.validity`): they become False in the ``behavior_valid`` batch field `(B, T, M)`
+(behaviour modalities in config order, trial-level validity repeated over T) and a finite
+filler (0) in ``behavior_values`` / ``behavior_labels``. Batches carry ``behavior_valid`` exactly
+when the config has such a behaviour, so other batches are unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 
 from .configuration_neds import BEHAVIOR_NORMALIZATIONS, MTM_SCHEMES, NedsConfig
 from .masking import Masks, build_masks, validate_schemes
+from .validity import INVALID_LABEL, allows_missing, invalid_entries
 
 NORMALIZATION_METHODS = BEHAVIOR_NORMALIZATIONS
 
@@ -103,6 +110,9 @@ class DataCollatorForNedsMasking:
         self.return_scheme_index = return_scheme_index
         self._session_rows = {session_id: row for row, session_id in enumerate(config.session_ids)}
         self._emits_causal = "causal" in self.scheme_names and eval_protocol is None
+        self._behavior_columns = {
+            spec["name"]: column for column, spec in enumerate(config.behavior_modalities)
+        }
 
     # ------------------------------------------------------------------------------------------
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -116,10 +126,17 @@ class DataCollatorForNedsMasking:
         session_index = torch.tensor([self._session_rows[s] for s in session_ids], dtype=torch.long)
         spikes, neuron_counts = self._spike_batch(examples, session_ids)
         batch: dict[str, torch.Tensor] = {"spikes": spikes, "session_index": session_index}
+        valid = None
+        if config.behaviors_with_missing:
+            valid = np.ones(
+                (len(examples), config.num_time_bins, len(config.behavior_modalities)), dtype=bool
+            )  # (B, T, M)
         if config.continuous_modalities:
-            batch["behavior_values"] = self._continuous(examples, session_ids)
+            batch["behavior_values"] = self._continuous(examples, session_ids, valid)
         if config.categorical_modalities:
-            batch["behavior_labels"] = self._categorical(examples, session_ids)
+            batch["behavior_labels"] = self._categorical(examples, session_ids, valid)
+        if valid is not None:
+            batch["behavior_valid"] = torch.from_numpy(valid)
         schemes, scheme_rows = self._draw_schemes(len(examples))
         regions = None
         if any(s in ("intra_region", "inter_region") for s in schemes):
@@ -214,8 +231,13 @@ class DataCollatorForNedsMasking:
         return spikes  # (N_s, T)
 
     def _continuous(
-        self, examples: Sequence[Mapping[str, Any]], session_ids: list[str]
+        self,
+        examples: Sequence[Mapping[str, Any]],
+        session_ids: list[str],
+        valid: np.ndarray | None,
     ) -> torch.Tensor:
+        """Continuous behaviours `(B, T, M_continuous)`, normalised; missing entries (behaviours
+        with ``allow_missing``) become 0 and False in `valid` `(B, T, M)`."""
         specs = self.config.continuous_modalities
         values = np.zeros((len(examples), self.config.num_time_bins, len(specs)), dtype=np.float32)
         for sample, (example, session_id) in enumerate(zip(examples, session_ids)):
@@ -230,8 +252,17 @@ class DataCollatorForNedsMasking:
                         f"[{self.config.num_time_bins}],"
                         f" got {list(trace.shape)}"
                     )
-                _check_finite(trace, session_id, name)
-                values[sample, :, column] = self._normalize(trace, session_id, name)
+                if not allows_missing(spec):
+                    _check_finite(trace, session_id, name)
+                    values[sample, :, column] = self._normalize(trace, session_id, name)
+                    continue
+                invalid = invalid_entries(spec, trace)  # (T,)
+                trace = np.where(invalid, 0.0, trace)
+                _check_finite(trace, session_id, name)  # inf stays an error
+                if not invalid.all():
+                    normalized = self._normalize(trace, session_id, name)
+                    values[sample, :, column] = np.where(invalid, 0.0, normalized)
+                valid[sample, :, self._behavior_columns[name]] = ~invalid
         return torch.from_numpy(values)  # (B, T, M_continuous)
 
     def _normalize(self, trace: np.ndarray, session_id: str, name: str) -> np.ndarray:
@@ -250,47 +281,67 @@ class DataCollatorForNedsMasking:
         return (trace - stats["mean"]) / (stats["std"] if stats["std"] > 0 else 1.0)
 
     def _categorical(
-        self, examples: Sequence[Mapping[str, Any]], session_ids: list[str]
+        self,
+        examples: Sequence[Mapping[str, Any]],
+        session_ids: list[str],
+        valid: np.ndarray | None,
     ) -> torch.Tensor:
+        """Categorical labels `(B, T, M_categorical)` (trial-level ones repeated over T); missing
+        labels (behaviours with ``allow_missing``) become 0 and False in `valid` `(B, T, M)`."""
         specs = self.config.categorical_modalities
         num_bins = self.config.num_time_bins
         labels = np.zeros((len(examples), num_bins, len(specs)), dtype=np.int64)
         for sample, (example, session_id) in enumerate(zip(examples, session_ids)):
             for column, spec in enumerate(specs):
-                name = spec["name"]
-                if name not in example:
-                    raise ValueError(f"session {session_id}: trial lacks behaviour field {name!r}")
-                value = np.asarray(_to_numpy(example[name]))
-                if value.dtype.kind == "f":
-                    _check_finite(value, session_id, name)
-                integral = value.dtype.kind in "iub" or (
-                    value.dtype.kind == "f" and np.array_equal(value, np.round(value))
-                )
-                if not integral:
-                    raise ValueError(
-                        f"session {session_id}: {name} labels must be integer classes, got "
-                        f"{value.dtype} values {sorted(set(value.ravel().tolist()))[:10]}"
-                    )
-                if spec["trial_level"]:
-                    if value.size != 1:
-                        raise ValueError(
-                            f"session {session_id}: {name} is trial-level and needs one label, "
-                            f"got shape {list(value.shape)}"
-                        )
-                    value = np.full(num_bins, value.reshape(()).item())
-                elif value.shape != (num_bins,):
-                    raise ValueError(
-                        f"session {session_id}: {name} needs one label per bin [{num_bins}], got "
-                        f"shape {list(value.shape)}"
-                    )
-                if (value < 0).any() or (value >= spec["num_classes"]).any():
-                    raise ValueError(
-                        f"session {session_id}: {name} labels must lie in "
-                        f"[0, {spec['num_classes']})"
-                        f", got {sorted(set(value.tolist()))}"
-                    )
+                value = self._label_row(example, session_id, spec)  # (T,)
+                if allows_missing(spec):
+                    invalid = invalid_entries(spec, value)  # (T,)
+                    value = np.where(invalid, 0, value)
+                    valid[sample, :, self._behavior_columns[spec["name"]]] = ~invalid
                 labels[sample, :, column] = value
         return torch.from_numpy(labels)  # (B, T, M_categorical)
+
+    def _label_row(
+        self, example: Mapping[str, Any], session_id: str, spec: Mapping[str, Any]
+    ) -> np.ndarray:
+        """One example's labels of one categorical behaviour, checked, as `(T,)` integers
+        (``INVALID_LABEL`` kept where the behaviour may be missing)."""
+        name = spec["name"]
+        num_bins = self.config.num_time_bins
+        if name not in example:
+            raise ValueError(f"session {session_id}: trial lacks behaviour field {name!r}")
+        value = np.asarray(_to_numpy(example[name]))
+        if value.dtype.kind == "f":
+            _check_finite(value, session_id, name)
+        integral = value.dtype.kind in "iub" or (
+            value.dtype.kind == "f" and np.array_equal(value, np.round(value))
+        )
+        if not integral:
+            raise ValueError(
+                f"session {session_id}: {name} labels must be integer classes, got "
+                f"{value.dtype} values {sorted(set(value.ravel().tolist()))[:10]}"
+            )
+        if spec["trial_level"]:
+            if value.size != 1:
+                raise ValueError(
+                    f"session {session_id}: {name} is trial-level and needs one label, "
+                    f"got shape {list(value.shape)}"
+                )
+            value = np.full(num_bins, value.reshape(()).item())
+        elif value.shape != (num_bins,):
+            raise ValueError(
+                f"session {session_id}: {name} needs one label per bin [{num_bins}], got "
+                f"shape {list(value.shape)}"
+            )
+        checked = value[value != INVALID_LABEL] if allows_missing(spec) else value
+        if (checked < 0).any() or (checked >= spec["num_classes"]).any():
+            where_missing = f" ({INVALID_LABEL} where missing)" if allows_missing(spec) else ""
+            raise ValueError(
+                f"session {session_id}: {name} labels must lie in "
+                f"[0, {spec['num_classes']}){where_missing}"
+                f", got {sorted(set(value.tolist()))}"
+            )
+        return value  # (T,)
 
     def _regions(self, example: Mapping[str, Any], session_id: str, count: int) -> list[str]:
         if "neuron_regions" in example and example["neuron_regions"] is not None:

@@ -25,6 +25,9 @@ IBL_MODALITIES: tuple[dict[str, Any], ...] = (
     {"name": "block", "kind": "categorical", "num_classes": 3},
 )
 
+#: The label a categorical behaviour holds where it is missing (a continuous one holds NaN).
+INVALID_LABEL = -1
+
 #: How continuous behaviours can be scaled (with per-session constants) before the model.
 BEHAVIOR_NORMALIZATIONS = ("minmax", "zscore", "none")
 
@@ -63,7 +66,7 @@ def _normalize_modality(spec: Mapping[str, Any], position: int) -> dict[str, Any
         raise ValueError(
             f"modalities[{position}] ({name!r}): kind must be one of {MODALITY_KINDS}, got {kind!r}"
         )
-    unknown = set(spec) - {"name", "kind", "num_classes", "trial_level"}
+    unknown = set(spec) - {"name", "kind", "num_classes", "trial_level", "allow_missing"}
     if unknown:
         raise ValueError(f"modalities[{position}] ({name!r}): unknown fields {sorted(unknown)}")
     normalized: dict[str, Any] = {"name": name, "kind": kind}
@@ -87,7 +90,23 @@ def _normalize_modality(spec: Mapping[str, Any], position: int) -> dict[str, Any
             raise ValueError(
                 f"modalities[{position}] ({name!r}): only categorical modalities can be trial_level"
             )
+    allow_missing = spec.get("allow_missing", False)
+    if not isinstance(allow_missing, bool):
+        raise ValueError(
+            f"modalities[{position}] ({name!r}): allow_missing must be true or false, got "
+            f"{allow_missing!r}"
+        )
+    if allow_missing and kind == "spikes":
+        raise ValueError(f"modalities[{position}] ({name!r}): spikes cannot be missing")
+    if allow_missing:  # stored only when set, so the paper's modality entries stay as they were
+        normalized["allow_missing"] = True
     return normalized
+
+
+def allows_missing(spec: Mapping[str, Any]) -> bool:
+    """Whether a behaviour may hold missing entries (NaN, or ``INVALID_LABEL`` for categorical
+    ones), which are then hidden on input and never scored; otherwise such entries are errors."""
+    return bool(spec.get("allow_missing", False))
 
 
 def normalize_sessions(sessions: Any, field_name: str = "sessions") -> dict[str, int]:
@@ -168,7 +187,9 @@ class NedsConfig(PreTrainedConfig):
         modalities: the modalities as data: ``{"name", "kind", "num_classes", "trial_level"}``
             with kind ``spikes`` (exactly one), ``continuous`` (one value per bin) or
             ``categorical`` (``num_classes`` >= 2; one label per trial when ``trial_level``,
-            the default, else one per bin).
+            the default, else one per bin); ``"allow_missing": True`` lets a behaviour hold
+            missing entries (NaN for continuous, ``INVALID_LABEL`` = -1 for categorical), hidden
+            on input and never scored, instead of rejecting them.
         sessions: the sessions the model knows, ``{session_id: n_neurons}``, in order.
         spike_stitcher_size: width of the per-session spike stitcher (per-neuron input vectors).
         behavior_stitcher_size: width of the small per-modality continuous tokenizers.
@@ -368,6 +389,12 @@ class NedsConfig(PreTrainedConfig):
         """Categorical modalities in config order (the column order of `behavior_labels`)."""
         return [spec for spec in self.modalities if spec["kind"] == "categorical"]
 
+    @property
+    def behaviors_with_missing(self) -> list[str]:
+        """Names of the behaviours that may hold missing entries (``allow_missing``); when there
+        are any, batches carry a ``behavior_valid`` mask."""
+        return [spec["name"] for spec in self.behavior_modalities if allows_missing(spec)]
+
     def modality_num_tokens(self, spec: Mapping[str, Any]) -> int:
         """How many tokens one trial of this modality becomes."""
         if spec["kind"] == "categorical" and spec.get("trial_level", True):
@@ -422,9 +449,11 @@ __all__ = [
     "ATTENTION_DROPOUT_MODES",
     "BEHAVIOR_NORMALIZATIONS",
     "IBL_MODALITIES",
+    "INVALID_LABEL",
     "MODALITY_KINDS",
     "MTM_SCHEMES",
     "NEDS_SCHEMES",
     "NedsConfig",
+    "allows_missing",
     "normalize_sessions",
 ]

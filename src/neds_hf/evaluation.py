@@ -19,6 +19,11 @@ Protocols (fixed masks, dropout off):
   ``batch_size`` (several neurons per forward pass); ``max_heldout_neurons`` caps the neurons
   with a seeded choice per session.
 
+Behaviour entries that are missing (behaviours declared with ``allow_missing``; NaN / -1 in
+the trials, :mod:`neds_hf.validity`) are hidden from the model and skipped by every score; the
+report counts them per session (``skipped_entries``) and names the behaviours a session lacks
+entirely (``missing_modalities``), whose scores are NaN rather than a score of nothing.
+
 Scores are computed per session and averaged over sessions. The headline ``avg`` score is the
 mean of the encoding bits per spike, every decoding R² and every balanced accuracy, which is
 also the validation score that picks the best checkpoint during training.
@@ -52,6 +57,7 @@ from .metrics import (
 )
 from .modeling_neds import NedsForMaskedModeling
 from .report import evaluation_markdown, metric_display_name, write_json, write_markdown
+from .validity import INVALID_LABEL, allows_missing, invalid_entries, missing_counts
 
 __all__ = [
     "DEFAULT_REGION_LEVELS",
@@ -130,6 +136,18 @@ class EvaluationReport:
     #: The evaluated dataset (folder or Hub id), when known: then ``to_dict`` also carries the
     #: card's ``eval_results``, so ``neds-hf push --eval-results evaluation.json`` reads them.
     dataset: str | None = None
+    #: ``{session_id: {behaviour: [missing entries, entries]}}`` for behaviours that may be
+    #: missing (skipped by every score); absent when the model has none.
+    skipped_entries: dict[str, dict[str, list[int]]] | None = None
+
+    @property
+    def missing_modalities(self) -> dict[str, list[str]]:
+        """``{session_id: [behaviour, ...]}``: the behaviours a session lacks entirely."""
+        return {
+            session_id: missing
+            for session_id, counts in (self.skipped_entries or {}).items()
+            if (missing := [name for name, (bad, total) in counts.items() if bad == total])
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -142,6 +160,9 @@ class EvaluationReport:
         }
         if self.heldout_neurons is not None:
             payload["heldout_neurons"] = self.heldout_neurons
+        if self.skipped_entries is not None:
+            payload["skipped_entries"] = self.skipped_entries
+            payload["missing_modalities"] = self.missing_modalities
         if self.dataset is not None:
             payload["dataset"] = self.dataset
             payload["eval_results"] = report_to_eval_results(self, self.dataset)
@@ -149,7 +170,9 @@ class EvaluationReport:
 
     def to_markdown(self) -> str:
         """A Markdown table: one row per session plus the average (and the region probe)."""
-        return evaluation_markdown(self.per_session, self.average, self.region_probe)
+        return evaluation_markdown(
+            self.per_session, self.average, self.region_probe, self.skipped_entries
+        )
 
     def save(self, output_dir: str | Path) -> tuple[Path, Path]:
         """Write ``evaluation.json`` and ``evaluation.md`` into `output_dir` (atomically)."""
@@ -219,17 +242,10 @@ def predict_session(
             out = model(**inputs, return_loss=False)
             spikes.append(batch["spikes"].numpy())
             rates.append(out.spike_log_rates.float().exp().cpu().numpy())
-            continuous = categorical = 0
             for spec in config.behavior_modalities:
                 name = spec["name"]
                 predictions[name].append(out.behavior_predictions[name].float().cpu().numpy())
-                if spec["kind"] == "continuous":
-                    targets[name].append(batch["behavior_values"][..., continuous].numpy())
-                    continuous += 1
-                else:
-                    labels = batch["behavior_labels"][..., categorical].numpy()
-                    targets[name].append(labels[:, 0] if spec["trial_level"] else labels)
-                    categorical += 1
+                targets[name].append(_behavior_targets(config, batch, spec))
     finally:
         model.train(was_training)
     return SessionPredictions(
@@ -239,6 +255,28 @@ def predict_session(
         behavior_targets={k: np.concatenate(v) for k, v in targets.items()},
         behavior_predictions={k: np.concatenate(v) for k, v in predictions.items()},
     )
+
+
+def _behavior_targets(
+    config: Any, batch: Mapping[str, torch.Tensor], spec: Mapping[str, Any]
+) -> np.ndarray:
+    """One behaviour's targets of a collated batch, ``(B, T)`` or ``(B,)`` labels, with the
+    missing entries (``behavior_valid`` False) back to NaN / ``INVALID_LABEL``."""
+    behaviors = config.behavior_modalities
+    kind_specs = [s for s in behaviors if s["kind"] == spec["kind"]]
+    column = kind_specs.index(spec)
+    if spec["kind"] == "continuous":
+        values = batch["behavior_values"][..., column].numpy()  # (B, T)
+        filler = np.nan
+    else:
+        values = batch["behavior_labels"][..., column].numpy()  # (B, T)
+        filler = INVALID_LABEL
+    if "behavior_valid" in batch and allows_missing(spec):
+        valid = batch["behavior_valid"][..., behaviors.index(spec)].numpy()  # (B, T)
+        values = np.where(valid, values, filler)
+    if spec["kind"] == "categorical" and spec["trial_level"]:
+        return values[:, 0]  # (B,)
+    return values
 
 
 def score_session(
@@ -271,7 +309,8 @@ def score_session(
 def _decoding_scores(
     spec: Mapping[str, Any], decoding: SessionPredictions, conditions: np.ndarray | None
 ) -> dict[str, float]:
-    """R² (continuous) or accuracy / balanced accuracy (categorical) of one modality."""
+    """R² (continuous) or accuracy / balanced accuracy (categorical) of one modality, over its
+    present entries (missing ones, NaN / -1 in the targets, are skipped; NaN when none is)."""
     name = spec["name"]
     continuous = spec["kind"] == "continuous"
     keys = [f"{name}_r2"] if continuous else [f"{name}_accuracy", f"{name}_balanced_accuracy"]
@@ -280,14 +319,20 @@ def _decoding_scores(
     if name not in decoding.behavior_predictions:
         return {key: float("nan") for key in keys}
     predicted, target = decoding.behavior_predictions[name], decoding.behavior_targets[name]
+    present = ~invalid_entries(spec, target)  # (trials, T) or (trials,)
+    if not present.any():
+        return {key: float("nan") for key in keys}
     if continuous:
-        scores = {f"{name}_r2": r2_flattened(predicted, target)}
+        scores = {f"{name}_r2": r2_flattened(predicted[present], target[present])}
         if conditions is not None:
-            scores[f"{name}_r2_psth"] = r2_psth(predicted, target, conditions)
+            complete = present.all(axis=1)  # (trials,) PSTHs need whole traces
+            scores[f"{name}_r2_psth"] = (
+                r2_psth(predicted[complete], target[complete], conditions[complete])
+                if complete.any()
+                else float("nan")
+            )
         return scores
-    if not spec["trial_level"]:
-        predicted = predicted.reshape(-1, predicted.shape[-1])
-        target = target.reshape(-1)
+    predicted, target = predicted[present], target[present]  # (n, C), (n,)
     return {
         f"{name}_accuracy": accuracy_score(predicted, target),
         f"{name}_balanced_accuracy": balanced_accuracy(predicted, target),
@@ -491,18 +536,25 @@ def conditions_from_fields(
 
 
 def check_finite_trials(
-    session_id: str, trials: Sequence[Mapping[str, Any]], fields: Sequence[str]
+    session_id: str,
+    trials: Sequence[Mapping[str, Any]],
+    fields: Sequence[str],
+    missing_allowed: Sequence[str] = (),
 ) -> None:
     """Raise a ValueError naming the session, trial and field of the first NaN / inf value.
 
     Bits per spike skips NaN counts and the model turns a NaN input into NaN predictions, so a
-    non-finite value must be caught before scoring, not averaged away.
+    non-finite value must be caught before scoring, not averaged away. In the fields of
+    `missing_allowed` (behaviours with ``allow_missing``) NaN marks a missing entry; inf is
+    still an error.
     """
     for position, trial in enumerate(trials):
         for name in fields:
             if name not in trial:
                 continue
             values = np.asarray(trial[name], dtype=np.float64)
+            if name in missing_allowed:
+                values = np.where(np.isnan(values), 0.0, values)
             if not np.isfinite(values).all():
                 trial_id = trial.get("trial_id", position)
                 raise ValueError(
@@ -561,8 +613,12 @@ def _protocol_session_scores(
     protocols: Sequence[str],
     per_behavior_encoding: bool,
     common: Mapping[str, Any],
+    missing: Sequence[str] = (),
 ) -> dict[str, float]:
-    """One session's encoding / decoding (and per-behaviour encoding) scores, with ``avg``."""
+    """One session's encoding / decoding (and per-behaviour encoding) scores, with ``avg``.
+
+    A behaviour in `missing` (absent from every trial of the session) gets no per-behaviour
+    encoding run: its ``bps_<name>_only`` is NaN, not the score of showing nothing."""
     config = model.config
     predictions = {
         protocol: predict_session(model, session_trials, protocol, **common)
@@ -577,6 +633,7 @@ def _protocol_session_scores(
                 model, session_trials, f"encoding:{spec['name']}", **common
             )
             for spec in config.behavior_modalities
+            if spec["name"] not in missing
         }
     scores = score_session(
         config,
@@ -585,6 +642,8 @@ def _protocol_session_scores(
         per_behavior,
         trial_conditions(config, session_trials),
     )
+    if per_behavior is not None:
+        scores.update({f"bps_{name}_only": float("nan") for name in missing})
     if any(p in PROTOCOLS[:2] for p in protocols):
         scores["avg"] = average_score(scores)
     return scores
@@ -623,10 +682,18 @@ def evaluate_trials(
     )
     per_session: dict[str, dict[str, float]] = {}
     heldout: dict[str, list[int]] = {}
+    skipped: dict[str, dict[str, list[int]]] = {}
     for session_id, session_trials in grouped.items():
-        check_finite_trials(session_id, session_trials, fields)
+        check_finite_trials(session_id, session_trials, fields, config.behaviors_with_missing)
+        counts = missing_counts(config.behavior_modalities, session_trials)
+        skipped[session_id] = {name: [bad, total] for name, (bad, total) in counts.items()}
         scores = _protocol_session_scores(
-            model, session_trials, protocols, per_behavior_encoding, common
+            model,
+            session_trials,
+            protocols,
+            per_behavior_encoding,
+            common,
+            missing=[name for name, (bad, total) in counts.items() if bad == total],
         )
         tasks = [p for p in protocols if p in MTM_EVAL_TASKS]
         if tasks:
@@ -656,6 +723,7 @@ def evaluate_trials(
         protocols=list(protocols),
         split=split,
         heldout_neurons=heldout or None,
+        skipped_entries=skipped if config.behaviors_with_missing else None,
     )
 
 

@@ -46,7 +46,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
-from .configuration_neds import NedsConfig, normalize_sessions
+from .configuration_neds import INVALID_LABEL, NedsConfig, allows_missing, normalize_sessions
 
 logger = logging.get_logger(__name__)
 
@@ -822,6 +822,9 @@ class NedsModel(NedsPreTrainedModel):
             bin whose real neurons are all hidden becomes the mask token.
         behavior_mask: `(B, T, n_behavior)` bool over the behaviour modalities in config order,
             True where hidden (trial-level variables: bin 0, or every bin when spread).
+        behavior_valid: `(B, T, n_behavior)` bool, same layout, False where a behaviour entry
+            is missing (the collator's ``behavior_valid``): hidden on input like a masked entry
+            (its value, even NaN, never reaches a layer) and never scored.
         prompt_index: `(B,)` row of `config.prompt_schemes` for the prompt token (MtM).
         causal_attention: `(B,)` bool, causal-in-time attention for these samples (MtM causal).
     """
@@ -912,6 +915,7 @@ class NedsModel(NedsPreTrainedModel):
         session_index: torch.Tensor,
         behavior_values: torch.Tensor | None,
         behavior_labels: torch.Tensor | None,
+        behavior_valid: torch.Tensor | None = None,
     ) -> int | None:
         """Shape and dtype checks always; value checks (session rows, neuron counts) only
         outside torch.compile / torch.export, where they would be data-dependent.
@@ -936,6 +940,14 @@ class NedsModel(NedsPreTrainedModel):
             )
         if not config.sessions:
             raise ValueError("The model knows no sessions yet: call model.add_sessions(...) first")
+        expected_valid = (spikes.shape[0], config.num_time_bins, len(config.behavior_modalities))
+        if behavior_valid is not None and (
+            tuple(behavior_valid.shape) != expected_valid or behavior_valid.dtype != torch.bool
+        ):
+            raise ValueError(
+                f"behavior_valid has {_describe(behavior_valid)}; expected a bool tensor "
+                f"{expected_valid} for {[s['name'] for s in config.behavior_modalities]}"
+            )
         if _is_tracing():
             return None
         check_session_index(session_index, len(config.sessions))
@@ -990,12 +1002,17 @@ class NedsModel(NedsPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        behavior_valid: torch.Tensor | None = None,
     ) -> NedsModelOutput | tuple:
         """Encode one batch of trials; see the class docstring for the inputs."""
-        batch_session = self._check_inputs(spikes, session_index, behavior_values, behavior_labels)
+        batch_session = self._check_inputs(
+            spikes, session_index, behavior_values, behavior_labels, behavior_valid
+        )
         inputs = (behavior_values, behavior_labels, spike_mask, behavior_mask, prompt_index)
         options = (causal_attention, output_attentions, output_hidden_states, return_dict)
-        return self._forward_checked(spikes, session_index, batch_session, *inputs, *options)
+        return self._forward_checked(
+            spikes, session_index, batch_session, *inputs, *options, behavior_valid=behavior_valid
+        )
 
     def _forward_checked(
         self,
@@ -1011,6 +1028,7 @@ class NedsModel(NedsPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        behavior_valid: torch.Tensor | None = None,
     ) -> NedsModelOutput | tuple:
         """`forward` after `_check_inputs`, which found `batch_session` (the session row all
         samples share, or `None`); `NedsForMaskedModeling` calls it to check only once."""
@@ -1026,7 +1044,7 @@ class NedsModel(NedsPreTrainedModel):
         return_dict = return_dict if return_dict is not None else config.return_dict
         tokens = [
             self._spike_tokens(spikes, session_index, spike_mask, batch_session),
-            *self._behavior_tokens(behavior_values, behavior_labels, behavior_mask),
+            *self._behavior_tokens(behavior_values, behavior_labels, behavior_mask, behavior_valid),
         ]
         hidden_states = self._embed(torch.cat(tokens, dim=1), session_index, prompt_index)
         hidden_states, all_hidden_states, all_attentions = self._encode(
@@ -1070,27 +1088,40 @@ class NedsModel(NedsPreTrainedModel):
         behavior_values: torch.Tensor | None,
         behavior_labels: torch.Tensor | None,
         behavior_mask: torch.Tensor | None,
+        behavior_valid: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """One `(B, tokens, H)` block per behaviour modality, config order; hidden ones masked."""
+        """One `(B, tokens, H)` block per behaviour modality, config order; hidden ones masked.
+
+        Entries that `behavior_valid` marks missing are hidden like masked ones, and their
+        values are replaced by 0 first so that a NaN filler never reaches a tokenizer.
+        """
         config = self.config
         blocks = []
         continuous_column = categorical_column = 0
         for behavior_column, spec in enumerate(config.behavior_modalities):
             count = config.modality_num_tokens(spec)
+            valid = None if behavior_valid is None else behavior_valid[..., behavior_column]
             if spec["kind"] == "continuous":
                 values = behavior_values[..., continuous_column].to(self.mask_token.dtype)  # (B, T)
                 continuous_column += 1
+                if valid is not None:
+                    values = torch.where(valid, values, torch.zeros_like(values))
                 modality_tokens = self.continuous_tokenizers[spec["name"]](values)  # (B, T, H)
             else:
                 labels = behavior_labels[..., categorical_column]  # (B, T)
                 categorical_column += 1
+                if valid is not None:
+                    labels = torch.where(valid, labels, torch.zeros_like(labels))
                 if spec["trial_level"]:
                     labels = labels[:, :1].expand(labels.shape[0], count)  # (B, tokens)
                 modality_tokens = self.categorical_embeddings[spec["name"]](
                     labels
                 )  # (B, tokens, H)
-            if behavior_mask is not None:
-                hidden = behavior_mask[:, :count, behavior_column]  # (B, tokens)
+            hidden = None if behavior_mask is None else behavior_mask[:, :count, behavior_column]
+            if valid is not None:
+                missing = ~valid[:, :count]  # (B, tokens)
+                hidden = missing if hidden is None else hidden | missing
+            if hidden is not None:
                 modality_tokens = torch.where(
                     hidden.unsqueeze(-1), self.mask_token, modality_tokens
                 )
@@ -1236,17 +1267,18 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         return_loss: bool = True,
+        behavior_valid: torch.Tensor | None = None,
     ) -> NedsMaskedModelingOutput | tuple:
         """Predict every modality and, when masks are given, the masked-modelling loss.
 
         Target masks default to the input masks (hidden = scored); targets default to the
-        inputs. `return_loss=False` skips the losses (`loss` and `modality_losses` are `None`),
-        for prediction. See :class:`NedsModel` for the other inputs.
-        """
+        inputs; entries `behavior_valid` marks missing are hidden and never scored (nor
+        counted). `return_loss=False` skips the losses (`loss` and `modality_losses` are
+        `None`), for prediction. See :class:`NedsModel` for the other inputs."""
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
         batch_session = self.neds._check_inputs(
-            spikes, session_index, behavior_values, behavior_labels
+            spikes, session_index, behavior_values, behavior_labels, behavior_valid
         )
         outputs = self.neds._forward_checked(
             spikes,
@@ -1261,6 +1293,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            behavior_valid=behavior_valid,
         )
         spike_log_rates, behavior_predictions = self._predict(
             outputs.last_hidden_state, session_index, spikes.shape[-1], batch_session
@@ -1280,6 +1313,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 spike_targets,
                 behavior_value_targets,
                 behavior_label_targets,
+                behavior_valid,
             )
             modality_losses = self._losses(spike_log_rates, behavior_predictions, targets)
             loss = torch.stack(list(modality_losses.values())).sum()
@@ -1340,26 +1374,50 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         spike_targets: torch.Tensor | None,
         behavior_value_targets: torch.Tensor | None,
         behavior_label_targets: torch.Tensor | None,
+        behavior_valid: torch.Tensor | None = None,
     ) -> NedsLossTargets:
         """Targets (explicit ones, else the inputs) and where they are scored; padded neurons
-        are never scored."""
+        and missing behaviour entries (`behavior_valid` False) are never scored, and missing
+        targets are replaced by 0 so that no NaN enters a loss or its gradient."""
         spike_scored = None
         if spike_target_mask is not None:
             neuron_mask = self.spike_readout.session_neurons.neuron_mask(
                 session_index, spikes.shape[-1]
             )  # (B, N)
             spike_scored = spike_target_mask & neuron_mask.unsqueeze(1)  # (B, T, N)
+        values = behavior_value_targets if behavior_value_targets is not None else behavior_values
+        labels = behavior_label_targets if behavior_label_targets is not None else behavior_labels
+        behavior_scored = behavior_target_mask
+        if behavior_valid is not None:
+            values, labels = self._valid_behavior_targets(values, labels, behavior_valid)
+            if behavior_scored is not None:
+                behavior_scored = behavior_scored & behavior_valid  # (B, T, n_behavior)
         return NedsLossTargets(
             spike_counts=spike_targets if spike_targets is not None else spikes,
             spike_scored=spike_scored,
-            behavior_values=(
-                behavior_value_targets if behavior_value_targets is not None else behavior_values
-            ),
-            behavior_labels=(
-                behavior_label_targets if behavior_label_targets is not None else behavior_labels
-            ),
-            behavior_scored=behavior_target_mask,
+            behavior_values=values,
+            behavior_labels=labels,
+            behavior_scored=behavior_scored,
         )
+
+    def _valid_behavior_targets(
+        self,
+        values: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        behavior_valid: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Behaviour targets with every missing entry replaced by 0: values `(B, T, n_continuous)`
+        and labels `(B, T, n_categorical)`, from `behavior_valid` `(B, T, n_behavior)`."""
+        columns = {"continuous": [], "categorical": []}
+        for behavior_column, spec in enumerate(self.config.behavior_modalities):
+            columns[spec["kind"]].append(behavior_column)
+        if values is not None and columns["continuous"]:
+            valid = behavior_valid[..., columns["continuous"]]  # (B, T, n_continuous)
+            values = torch.where(valid, values, torch.zeros_like(values))
+        if labels is not None and columns["categorical"]:
+            valid = behavior_valid[..., columns["categorical"]]  # (B, T, n_categorical)
+            labels = torch.where(valid, labels, torch.zeros_like(labels))
+        return values, labels
 
     def _losses(
         self,
@@ -1492,7 +1550,8 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         whose tensor is given) are shown and the others hidden, so leaving out `behavior_values`
         or `behavior_labels` hides those modalities rather than showing zeros. Runs in eval mode
         (dropout off) and restores the previous mode. Bad inputs (session rows out of range,
-        non-finite behaviour, float or out-of-range labels, wrong shapes) are clear errors.
+        non-finite behaviour, float or out-of-range labels, wrong shapes) are clear errors; NaN
+        / -1 entries of a behaviour with ``allow_missing`` mark it missing there (hidden).
         """
         config = self.config
         device = self.device
@@ -1504,6 +1563,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         behavior_mask = self._visible_behavior_mask(
             behavior_values, behavior_labels, visible_behaviors, batch_size
         )
+        behavior_valid = behavior_validity(config, behavior_values, behavior_labels, batch_size)
         counts = self.neds.spike_stitcher.session_neurons.neuron_counts[session_index]
         num_neurons = int(counts.max()) if num_neurons is None else num_neurons
         spikes = torch.zeros(batch_size, config.num_time_bins, num_neurons, device=device)
@@ -1522,6 +1582,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 behavior_mask=behavior_mask,
                 prompt_index=self._prompt_for("neuron", batch_size, device),
                 return_loss=False,
+                behavior_valid=None if behavior_valid is None else behavior_valid.to(device),
             )
         neuron_mask = self.spike_readout.session_neurons.neuron_mask(session_index, num_neurons)
         return torch.exp(outputs.spike_log_rates) * neuron_mask.unsqueeze(1)  # (B, T, N)
@@ -1692,17 +1753,30 @@ def check_behavior_inputs(
     batch_size: int,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Validate the optional behaviour tensors of `predict_neural_activity`: shapes
-    `(B, T, n_continuous)` / `(B, T, n_categorical)`, finite values, integer labels in range."""
+    `(B, T, n_continuous)` / `(B, T, n_categorical)`, finite values, integer labels in range.
+
+    A behaviour with ``allow_missing`` may hold NaN (continuous) or ``INVALID_LABEL``
+    (categorical) where it is missing (:func:`behavior_validity` finds them); inf and other
+    labels stay errors."""
     num_bins = config.num_time_bins
     if behavior_values is not None:
         behavior_values = torch.as_tensor(behavior_values)
-        names = [spec["name"] for spec in config.continuous_modalities]
+        specs = config.continuous_modalities
+        names = [spec["name"] for spec in specs]
         if tuple(behavior_values.shape) != (batch_size, num_bins, len(names)):
             raise ValueError(
                 f"behavior_values has {_describe(behavior_values)}; expected "
                 f"(batch={batch_size}, time bins={num_bins}, {len(names)}) for {names}"
             )
-        bad = _non_finite_count(behavior_values)
+        may_be_nan = torch.tensor(
+            [allows_missing(spec) for spec in specs],
+            dtype=torch.bool,
+            device=behavior_values.device,
+        )
+        checked = behavior_values
+        if behavior_values.is_floating_point() and bool(may_be_nan.any()):
+            checked = behavior_values.masked_fill(behavior_values.isnan() & may_be_nan, 0.0)
+        bad = _non_finite_count(checked)
         if bad:
             raise ValueError(
                 f"behavior_values has {bad} non-finite entries (NaN or inf) of "
@@ -1710,27 +1784,65 @@ def check_behavior_inputs(
             )
     if behavior_labels is not None:
         behavior_labels = torch.as_tensor(behavior_labels)
-        specs = config.categorical_modalities
-        names = [spec["name"] for spec in specs]
-        if tuple(behavior_labels.shape) != (batch_size, num_bins, len(names)):
-            raise ValueError(
-                f"behavior_labels has {_describe(behavior_labels)}; expected "
-                f"(batch={batch_size}, time bins={num_bins}, {len(names)}) for {names}"
-            )
-        if behavior_labels.is_floating_point() or behavior_labels.dtype == torch.bool:
-            raise ValueError(
-                f"behavior_labels has {_describe(behavior_labels)}; expected integer class "
-                f"labels (torch.long) for {names}"
-            )
-        for column, spec in enumerate(specs):
-            labels = behavior_labels[..., column]
-            if bool(((labels < 0) | (labels >= spec["num_classes"])).any()):
-                raise ValueError(
-                    f"behavior_labels[..., {column}] ({spec['name']}) holds labels in "
-                    f"[{int(labels.min())}, {int(labels.max())}]; expected classes in "
-                    f"[0, {spec['num_classes']})"
-                )
+        _check_behavior_labels(config, behavior_labels, batch_size)
     return behavior_values, behavior_labels
+
+
+def _check_behavior_labels(config: NedsConfig, behavior_labels: torch.Tensor, batch_size: int):
+    """Shape `(B, T, n_categorical)`, an integer dtype and labels in range (``INVALID_LABEL``
+    allowed for behaviours with ``allow_missing``), else a ValueError naming the modality."""
+    num_bins = config.num_time_bins
+    specs = config.categorical_modalities
+    names = [spec["name"] for spec in specs]
+    if tuple(behavior_labels.shape) != (batch_size, num_bins, len(names)):
+        raise ValueError(
+            f"behavior_labels has {_describe(behavior_labels)}; expected "
+            f"(batch={batch_size}, time bins={num_bins}, {len(names)}) for {names}"
+        )
+    if behavior_labels.is_floating_point() or behavior_labels.dtype == torch.bool:
+        raise ValueError(
+            f"behavior_labels has {_describe(behavior_labels)}; expected integer class "
+            f"labels (torch.long) for {names}"
+        )
+    for column, spec in enumerate(specs):
+        labels = behavior_labels[..., column]
+        if allows_missing(spec):
+            labels = labels[labels != INVALID_LABEL]
+            if labels.numel() == 0:
+                continue
+        if bool(((labels < 0) | (labels >= spec["num_classes"])).any()):
+            missing = f" (or {INVALID_LABEL} where missing)" if allows_missing(spec) else ""
+            raise ValueError(
+                f"behavior_labels[..., {column}] ({spec['name']}) holds labels in "
+                f"[{int(labels.min())}, {int(labels.max())}]; expected classes in "
+                f"[0, {spec['num_classes']}){missing}"
+            )
+
+
+def behavior_validity(
+    config: NedsConfig,
+    behavior_values: torch.Tensor | None,
+    behavior_labels: torch.Tensor | None,
+    batch_size: int,
+) -> torch.Tensor | None:
+    """`behavior_valid` `(B, T, n_behavior)` of checked behaviour tensors: False where a
+    behaviour with ``allow_missing`` holds NaN / ``INVALID_LABEL``; `None` when the config has
+    no such behaviour (the batch then needs no validity mask)."""
+    specs = config.behavior_modalities
+    if not any(allows_missing(spec) for spec in specs):
+        return None
+    valid = torch.ones(batch_size, config.num_time_bins, len(specs), dtype=torch.bool)
+    continuous_column = categorical_column = 0
+    for behavior_column, spec in enumerate(specs):
+        if spec["kind"] == "continuous":
+            column, continuous_column = continuous_column, continuous_column + 1
+            if behavior_values is not None and allows_missing(spec):
+                valid[..., behavior_column] = ~behavior_values[..., column].isnan().cpu()
+        else:
+            column, categorical_column = categorical_column, categorical_column + 1
+            if behavior_labels is not None and allows_missing(spec):
+                valid[..., behavior_column] = behavior_labels[..., column].cpu() != INVALID_LABEL
+    return valid
 
 
 def non_finite_tensors(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
@@ -1801,6 +1913,10 @@ def make_dummy_inputs(
             torch.rand(batch_size, num_bins, len(config.behavior_modalities), generator=generator)
             < config.mask_ratio
         )
+    if config.behaviors_with_missing:
+        batch["behavior_valid"] = torch.ones(
+            batch_size, num_bins, len(config.behavior_modalities), dtype=torch.bool
+        )
     if config.use_prompt:
         batch["prompt_index"] = torch.zeros(batch_size, dtype=torch.long)
         batch["causal_attention"] = torch.zeros(batch_size, dtype=torch.bool)
@@ -1824,6 +1940,7 @@ __all__ = [
     "NedsQKVProjection",
     "NedsSessionNeuronTable",
     "apply_rotary",
+    "behavior_validity",
     "check_behavior_inputs",
     "check_same_sessions",
     "check_session_index",

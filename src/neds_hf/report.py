@@ -27,6 +27,7 @@ __all__ = [
     "json_ready",
     "methods_table",
     "metric_display_name",
+    "missing_entry_lines",
     "plot_behavior",
     "plot_rates",
     "plot_training_curves",
@@ -149,9 +150,11 @@ def evaluation_markdown(
     per_session: Mapping[str, Mapping[str, float]],
     average: Mapping[str, float],
     region_probe: Mapping[str, Any] | None = None,
+    skipped_entries: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
 ) -> str:
     """``evaluation.md``: one row per session plus the average, then the spike-prediction
-    tasks (:func:`spike_task_lines`) and the region probe."""
+    tasks (:func:`spike_task_lines`), the missing behaviour entries
+    (:func:`missing_entry_lines`) and the region probe."""
     metrics = [m for m in average if _spike_task_of(m) is None]
     lines = []
     if metrics:
@@ -164,6 +167,9 @@ def evaluation_markdown(
     spike_lines = spike_task_lines(per_session, average)
     if spike_lines:
         lines += ([""] if lines else []) + spike_lines
+    missing_lines = missing_entry_lines(skipped_entries or {})
+    if missing_lines:
+        lines += ([""] if lines else []) + missing_lines
     if region_probe:
         lines += [
             "",
@@ -172,6 +178,24 @@ def evaluation_markdown(
             *region_probe_lines(region_probe, digits=4),
         ]
     return "\n".join(lines) + "\n"
+
+
+def missing_entry_lines(skipped_entries: Mapping[str, Mapping[str, Sequence[int]]]) -> list[str]:
+    """One line per session with missing behaviour entries (``{session_id: {behaviour:
+    [missing, entries]}}``): a behaviour missing entirely is named as missing (its scores are
+    NaN), a partly missing one with the count skipped; empty when nothing is missing."""
+    lines = []
+    for session_id, counts in skipped_entries.items():
+        parts = [
+            f"{name} missing" if bad == total else f"{name} {bad} of {total} entries skipped"
+            for name, (bad, total) in counts.items()
+            if bad
+        ]
+        if parts:
+            lines.append(f"- {session_id}: " + "; ".join(parts))
+    if not lines:
+        return []
+    return ["Missing behaviour (not scored; a missing behaviour's scores are n/a):", "", *lines]
 
 
 def _spike_task_of(metric: str) -> str | None:
