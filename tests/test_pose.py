@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from neds_hf.data.pose import (
     LIKELIHOOD_THRESHOLD,
@@ -85,7 +86,7 @@ def test_dataset_paw_speeds_follow_the_true_speed(synthetic_corpus):
         assert set(missing) == {"left_paw_speed", "right_paw_speed"}
         assert all(0 < fraction < 0.1 for fraction in missing.values())
         assert entry["pose"]["source"] == "alf/_ibl_leftCamera.lightningPose.pqt"
-    trials = NedsTrialDataset(folder, "train", extra_columns=("trial_id",))
+    trials = NedsTrialDataset(folder, "train")
     eid = synthetic_corpus["eids"][0]
     truth = load_pose_truth(synthetic_corpus["cache_dir"], eid)
     rows = [trials[i] for i in range(len(trials)) if trials[i]["session_id"] == eid]
@@ -120,3 +121,21 @@ def test_paw_speeds_are_opt_in_for_training():
     assert default == ["spikes", "wheel_speed", "whisker_motion_energy", "choice", "block"]
     chosen = select_modalities(["spikes", "left_paw_speed"], DATASET_MODALITIES, "d")
     assert chosen == [{"name": "spikes", "kind": "spikes"}, DATASET_MODALITIES[-2]]
+
+
+def test_neds_trains_on_paw_speeds_with_missing_bins(synthetic_corpus, tmp_path):
+    """Selected by name, the paw speeds train with finite losses although some bins are NaN
+    (hidden on input, never scored)."""
+    from training_helpers import tiny_args
+
+    from neds_hf.training import train
+
+    torch.manual_seed(0)
+    modalities = ["spikes", "wheel_speed", "left_paw_speed", "right_paw_speed"]
+    args = tiny_args(synthetic_corpus, tmp_path / "run", modalities=modalities, max_steps=6,
+                     eval_steps=6, save_steps=6)  # fmt: skip
+    result = train(args)
+    assert [m["name"] for m in result.model.config.modalities] == modalities
+    paw_losses = [e["train/loss/left_paw_speed"] for e in result.history
+                  if "train/loss/left_paw_speed" in e]  # fmt: skip
+    assert len(paw_losses) == 6 and np.isfinite(paw_losses).all()

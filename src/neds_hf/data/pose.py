@@ -44,10 +44,11 @@ __all__ = [
     "paw_speeds_at",
 ]
 
-#: The paw-speed modalities (per-bin continuous, px/s, NaN where the pose is invalid).
+#: The paw-speed modalities (per-bin continuous, px/s, NaN where the pose is invalid: declared
+#: ``allow_missing``, so the collator masks those entries and the model never scores them).
 PAW_SPEED_MODALITIES: tuple[dict[str, Any], ...] = (
-    {"name": "left_paw_speed", "kind": "continuous"},
-    {"name": "right_paw_speed", "kind": "continuous"},
+    {"name": "left_paw_speed", "kind": "continuous", "allow_missing": True},
+    {"name": "right_paw_speed", "kind": "continuous", "allow_missing": True},
 )
 #: Modality name -> pose marker (IBL Lightning Pose / DLC names).
 PAW_MARKERS = {"left_paw_speed": "paw_l", "right_paw_speed": "paw_r"}
