@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import balanced_accuracy_score
 
 NEDS = [sys.executable, "-m", "neds_hf.cli"]
@@ -48,22 +47,17 @@ def run(*argv: str) -> None:
 def decode(model_dir: Path, dataset: Path, cache: Path) -> dict[str, float]:
     """Balanced accuracy of NEDS's per-bin action from spikes on the test split."""
     from neds_hf import NedsForMaskedModeling
-    from neds_hf.data import NedsTrialDataset
     from neds_hf.data.synthetic import load_pose_truth
+    from neds_hf.segmentation.neds_link import decode_actions
 
-    model = NedsForMaskedModeling.from_pretrained(model_dir).eval()
-    test = NedsTrialDataset(dataset, "test")
-    truths = {eid: load_pose_truth(cache, eid)["action_bins"] for eid in test.session_ids}
-    predicted, labels, true = [], [], []
-    with torch.no_grad():
-        for item in (test[i] for i in range(len(test))):
-            spikes = torch.as_tensor(item["spikes"].T, dtype=torch.float32)[None]  # (1, T, N)
-            session = torch.tensor([list(model.config.sessions).index(item["session_id"])])
-            logits = model.predict_behavior(spikes, session)["action"][0]  # (T, K)
-            predicted.append(logits.argmax(-1).numpy())
-            labels.append(item["action"])
-            true.append(truths[item["session_id"]][item["trial_id"]])
-    predicted, labels, true = map(np.concatenate, (predicted, labels, true))
+    decoded = decode_actions(NedsForMaskedModeling.from_pretrained(model_dir), dataset, "test")
+    truths = {
+        eid: load_pose_truth(cache, eid)["action_bins"] for eid in set(decoded["session_ids"])
+    }
+    true = np.stack(
+        [truths[s][t] for s, t in zip(decoded["session_ids"], decoded["trial_ids"], strict=True)]
+    ).ravel()
+    predicted, labels = decoded["predicted"].ravel(), decoded["labels"].ravel()
     return {
         "bins": len(true),
         "balanced_accuracy_vs_segmentation": float(balanced_accuracy_score(labels, predicted)),

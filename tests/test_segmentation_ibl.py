@@ -80,9 +80,9 @@ def test_neds_decodes_segmented_actions_from_spikes_above_chance(action_corpus):
     from sklearn.metrics import balanced_accuracy_score
     from training_helpers import tiny_args
 
-    from neds_hf.data import NedsTrialDataset
     from neds_hf.segmentation.cli import main
     from neds_hf.segmentation.inference import predictions_table
+    from neds_hf.segmentation.neds_link import decode_actions
     from neds_hf.training import train
 
     root, cache, eids = action_corpus["root"], action_corpus["cache"], action_corpus["eids"]
@@ -103,15 +103,7 @@ def test_neds_decodes_segmented_actions_from_spikes_above_chance(action_corpus):
         corpus, root / "run", modalities=["spikes", "action"], max_steps=120,
         learning_rate=3e-3, eval_steps=120, save_steps=120, seed=0,
     )  # fmt: skip
-    model = train(args).model.eval()
-    test = NedsTrialDataset(root / "with_action", "test")
-    predicted, true = [], []
-    with torch.no_grad():
-        for item in (test[i] for i in range(len(test))):
-            spikes = torch.as_tensor(item["spikes"].T, dtype=torch.float32)[None]  # (1, T, N)
-            session = torch.tensor([list(model.config.sessions).index(item["session_id"])])
-            logits = model.predict_behavior(spikes, session)["action"][0]  # (T, K)
-            predicted.append(logits.argmax(-1).numpy())
-            true.append(item["action"])
-    balanced = balanced_accuracy_score(np.concatenate(true), np.concatenate(predicted))
+    decoded = decode_actions(train(args).model, root / "with_action", "test")
+    assert decoded["predicted"].shape == decoded["labels"].shape == (len(decoded["trial_ids"]), 100)
+    balanced = balanced_accuracy_score(decoded["labels"].ravel(), decoded["predicted"].ravel())
     assert balanced > 0.4  # chance: 0.25 (4 classes); measured 0.51
