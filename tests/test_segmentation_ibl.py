@@ -106,4 +106,4 @@ def test_neds_decodes_segmented_actions_from_spikes_above_chance(action_corpus):
     decoded = decode_actions(train(args).model, root / "with_action", "test")
     assert decoded["predicted"].shape == decoded["labels"].shape == (len(decoded["trial_ids"]), 100)
     balanced = balanced_accuracy_score(decoded["labels"].ravel(), decoded["predicted"].ravel())
-    assert balanced > 0.4  # chance: 0.25 (4 classes); measured 0.51
+    assert balanced > 0.4  # chance: 0.25 (4 classes); measured 0.47

@@ -90,7 +90,12 @@ def test_actions_have_bouts_distinct_kinematics_and_follow_the_wheel(pose_cache)
     moves = generate_trials(spec, np.random.default_rng([5, 0, 20240506]))["moves"]
     _, velocity = wheel_kinematics(times, moves)
     turning = actions == syn.POSE_ACTIONS.index("wheel_turn")
-    np.testing.assert_array_equal(turning, np.abs(velocity) > WHEEL_TURN_SPEED)
+    fast = np.abs(velocity) > WHEEL_TURN_SPEED
+    assert turning[fast].all()  # every fast stretch, plus 0.1 s (6 frames) on each side
+    near = np.convolve(fast, np.ones(13), "same") > 0
+    np.testing.assert_array_equal(turning, near)
+    turn_bouts = runs[actions[np.r_[0, np.flatnonzero(np.diff(actions)) + 1]] == 3]
+    assert np.median(turn_bouts) >= 20  # labellable bouts
     speed = truth["paw_speed"].mean(axis=0)  # (F,) px/s, both paws
     median = [np.median(speed[actions == a]) for a in range(4)]
     still, move, groom, turn = median

@@ -95,10 +95,14 @@ def write_ibl_pose_folder(
     test_sessions: Sequence[str] = (),
     labelled_fraction: float = 0.04,
     seed: int = 0,
+    labelled_bout: int = 20,
 ) -> dict[str, Any]:
     """Write ``data_dir/features/<eid>.csv`` for `eids` (atomically); with `truth_root` (a
     synthetic corpus) also ``labels/``, ``labels-true/`` and ``split.json`` from its
-    ``ground_truth/<eid>.pose.npz``. Returns the description (sessions, features, reports)."""
+    ``ground_truth/<eid>.pose.npz``: training sessions keep `labelled_bout`-frame stretches
+    (about `labelled_fraction` of their frames; IBL wheel turns last a fraction of a second,
+    hence shorter stretches than ``segment make-synthetic``'s), test sessions every frame.
+    Returns the description (sessions, features, reports)."""
     from ..data.synthetic import POSE_ACTIONS, load_pose_truth
 
     unknown = sorted(set(test_sessions) - {str(e) for e in eids})
@@ -122,7 +126,7 @@ def write_ibl_pose_folder(
                 given = (
                     labels
                     if session.session_id in test_sessions
-                    else sparse_labels(labels, labelled_fraction, rng)
+                    else sparse_labels(labels, labelled_fraction, rng, labelled_bout)
                 )
                 write_label_csv(tmp / "labels" / f"{session.session_id}.csv", given, class_names)
                 write_label_csv(
@@ -155,6 +159,7 @@ def add_prepare_ibl_arguments(parser: argparse.ArgumentParser) -> argparse.Argum
     )
     parser.add_argument("--test-sessions", nargs="*", default=[], help="fully labelled sessions")
     parser.add_argument("--labelled-fraction", type=float, default=0.04)
+    parser.add_argument("--labelled-bout", type=int, default=20, help="frames per labelled bout")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -174,6 +179,7 @@ def run_prepare_ibl(args: argparse.Namespace) -> int:
         args.test_sessions,
         args.labelled_fraction,
         args.seed,
+        args.labelled_bout,
     )
     print(
         f"wrote features of {len(eids)} sessions ({', '.join(description['feature_names'])})"

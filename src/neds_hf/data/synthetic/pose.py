@@ -4,7 +4,8 @@ markers it drives.
 Actions (:data:`POSE_ACTIONS`, one per left-camera frame):
 
 * ``wheel_turn`` whenever the noise-free wheel turns faster than :data:`WHEEL_TURN_SPEED`
-  (rad/s): both paws step with the wheel, so their speed follows the wheel's;
+  (rad/s), extended by :data:`WHEEL_TURN_MARGIN_S` on both sides: both paws step with the
+  wheel, so their speed follows the wheel's;
 * otherwise a semi-Markov sequence of ``still`` (paws resting on the wheel, tiny tremor),
   ``move`` (fidgeting: paws and nose wander) and ``groom`` (paws raised to the nose, fast
   antiphase strokes), with gamma-distributed bout lengths (:data:`MEAN_BOUT_S`).
@@ -36,6 +37,7 @@ __all__ = [
     "POSE_GROUND_TRUTH_ARRAYS",
     "POSE_MARKERS",
     "POSE_STREAM",
+    "WHEEL_TURN_MARGIN_S",
     "WHEEL_TURN_SPEED",
     "SyntheticPose",
     "action_sequence",
@@ -53,8 +55,10 @@ POSE_MARKERS = ("paw_l", "paw_r", "nose_tip", "tube_top", "tube_bottom")
 #: action tuning of the neurons; the session's own stream is 20240506, the oracle's 20240507.
 POSE_STREAM = 20261130
 ACTION_TUNING_STREAM = 20261131
-#: Wheel speed (rad/s) above which the mouse is turning the wheel.
+#: Wheel speed (rad/s) above which the mouse is turning the wheel, and the time (s) its paws
+#: grip the wheel before and after (the wheel-turn bout extends the fast stretch by it).
 WHEEL_TURN_SPEED = 0.3
+WHEEL_TURN_MARGIN_S = 0.1
 #: Mean bout length (s) of the actions outside wheel turns (gamma, shape 4).
 MEAN_BOUT_S = {"still": 2.0, "move": 0.8, "groom": 2.0}
 #: Transition probabilities between the actions outside wheel turns (rows: from).
@@ -105,8 +109,8 @@ def action_sequence(
     rng: np.random.Generator, frame_times: np.ndarray, wheel_speed: np.ndarray
 ) -> np.ndarray:
     """True action per frame ``(F,)`` (index into :data:`POSE_ACTIONS`): ``wheel_turn`` where
-    ``wheel_speed`` (rad/s, per frame) exceeds :data:`WHEEL_TURN_SPEED`, semi-Markov bouts of
-    still / move / groom elsewhere."""
+    ``wheel_speed`` (rad/s, per frame) exceeds :data:`WHEEL_TURN_SPEED` and within
+    :data:`WHEEL_TURN_MARGIN_S` of it, semi-Markov bouts of still / move / groom elsewhere."""
     n_frames = len(frame_times)
     rate = 1.0 / float(np.median(np.diff(frame_times))) if n_frames > 1 else 60.0
     actions = np.empty(n_frames, dtype=np.int64)
@@ -118,7 +122,9 @@ def action_sequence(
         actions[position : position + length] = action
         position += length
         action = int(rng.choice(3, p=_TRANSITIONS[action]))
-    actions[wheel_speed > WHEEL_TURN_SPEED] = POSE_ACTIONS.index("wheel_turn")
+    margin = round(WHEEL_TURN_MARGIN_S * rate)
+    turning = np.convolve(wheel_speed > WHEEL_TURN_SPEED, np.ones(2 * margin + 1), "same") > 0
+    actions[turning] = POSE_ACTIONS.index("wheel_turn")
     return actions
 
 
