@@ -36,11 +36,16 @@ Not a test: it trains several models and takes minutes. Two experiments:
   Run it with ``OMP_NUM_THREADS=1`` (both tools then use one thread).
 * ``semi``: position-only features, ~1 % of frames labelled; a supervised TCN against
   pseudo-labels, a next-step loss and both.
+* ``weight_norm``: neds_hf's default with and without weight-normalised TCN convolutions
+  (``weight_norm``, as lightning-action's TCN has), on the corpus and held-out sessions of
+  ``compare`` with the same seeds; no lightning-action, no pitfall groups.
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_action_segmentation.py --output out [--seeds 0 1 2]
     python benchmarks/bench_action_segmentation.py --experiment semi --output bench_semi
+    OMP_NUM_THREADS=1 python benchmarks/bench_action_segmentation.py --experiment weight_norm \
+        --output bench_wn --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
@@ -344,35 +349,26 @@ def compare(args: argparse.Namespace) -> tuple[dict, dict]:
     return table, errors_per_seed
 
 
-def semi(args: argparse.Namespace) -> tuple[dict, dict]:
-    """Position-only features, ~1 % labels: supervised vs semi-supervised switches."""
-    variants = {
-        "supervised": {},
-        "pseudo-labels": {"weak_labels": "pseudo"},
-        "next-step": {"next_step_weight": 1.0},
-        "pseudo + next-step": {"weak_labels": "pseudo", "next_step_weight": 1.0},
-    }
+def held_out_variants(
+    args: argparse.Namespace,
+    num_train_sessions: int,
+    labelled_fraction: float,
+    variants: dict[str, dict],
+) -> dict[str, dict[str, list]]:
+    """neds_hf variants (training-argument overrides) on one synthetic corpus per seed, scored
+    on its held-out sessions: `{variant: {metric: [value per seed]}}`."""
     table: dict[str, dict[str, list]] = {}
     for seed in args.seeds:
         data = args.output / f"seed{seed}" / "data"
-        split = make_synthetic_corpus(data, 8, 2, args.frames, 0.01, seed)
+        split = make_synthetic_corpus(
+            data, num_train_sessions, 2, args.frames, labelled_fraction, seed
+        )
         groups = {"test": (data, split["test"])}
         test = load_sessions(data, split["test"])
         frames = sum(s.num_frames for s in test)
         for name, overrides in variants.items():
             out = args.output / f"seed{seed}" / name.replace(" ", "")
-            timings = run_neds_hf(
-                groups,
-                out,
-                args.epochs,
-                seed,
-                use_velocity=False,
-                chunk_length=250,
-                batch_size=4,
-                anneal_start_epoch=args.epochs // 4,
-                anneal_end_epoch=args.epochs // 2,
-                **overrides,
-            )
+            timings = run_neds_hf(groups, out, args.epochs, seed, **overrides)
             row = {
                 **score_predictions(out / "pred_best_test", test, split["class_names"]),
                 "train_seconds": timings["train"],
@@ -381,7 +377,36 @@ def semi(args: argparse.Namespace) -> tuple[dict, dict]:
             }
             for metric, value in row.items():
                 table.setdefault(name, {}).setdefault(metric, []).append(value)
-    return table, {}
+    return table
+
+
+def semi(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Position-only features, ~1 % labels: supervised vs semi-supervised switches."""
+    common = {
+        "use_velocity": False,
+        "chunk_length": 250,
+        "batch_size": 4,
+        "anneal_start_epoch": args.epochs // 4,
+        "anneal_end_epoch": args.epochs // 2,
+    }
+    variants = {
+        "supervised": {},
+        "pseudo-labels": {"weak_labels": "pseudo"},
+        "next-step": {"next_step_weight": 1.0},
+        "pseudo + next-step": {"weak_labels": "pseudo", "next_step_weight": 1.0},
+    }
+    variants = {name: {**common, **overrides} for name, overrides in variants.items()}
+    return held_out_variants(args, 8, 0.01, variants), {}
+
+
+def weight_norm_ablation(args: argparse.Namespace) -> tuple[dict, dict]:
+    """neds_hf's default TCN without and with weight-normalised convolutions, on the corpus
+    and held-out sessions of ``compare`` (same seeds give the same sessions)."""
+    variants = {
+        "neds_hf default": {"weight_norm": False},
+        "neds_hf default + weight_norm": {"weight_norm": True},
+    }
+    return held_out_variants(args, 4, 0.04, variants), {}
 
 
 def summary_table(table: dict[str, dict[str, list]]) -> str:
@@ -422,7 +447,9 @@ def merge_runs(paths: list[Path]) -> tuple[dict, dict]:
 def main() -> int:
     """Parse arguments, run the experiment, print and save the table."""
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
-    parser.add_argument("--experiment", choices=["compare", "semi"], default="compare")
+    parser.add_argument(
+        "--experiment", choices=["compare", "semi", "weight_norm"], default="compare"
+    )
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=40)
@@ -444,7 +471,8 @@ def main() -> int:
         table, errors = merge_runs(args.from_json)
         args.output.mkdir(parents=True, exist_ok=True)
     else:
-        table, errors = compare(args) if args.experiment == "compare" else semi(args)
+        experiments = {"compare": compare, "semi": semi, "weight_norm": weight_norm_ablation}
+        table, errors = experiments[args.experiment](args)
     print(summary_table(table))
     for seed, messages in errors.items():
         for where, message in messages.items():

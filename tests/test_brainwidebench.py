@@ -449,20 +449,19 @@ def contrast_class(contrast: np.ndarray) -> np.ndarray:
     return np.abs(np.abs(contrast)[:, None] - CONTRASTS[None, :]).argmin(1)
 
 
-def contrast_classes(session_id, split, trials):
-    return contrast_class(trials.column("contrast").to_numpy())
-
-
-def test_a_new_modality_is_exported_and_scored_by_its_name(synthetic_corpus, tmp_path):
+def test_a_bwb_modality_the_dataset_declares_is_exported_and_scored_by_its_name(
+    synthetic_corpus, tmp_path
+):
     from neds_hf import IBL_MODALITIES, NedsConfig
-    from neds_hf.data.derive import add_categorical_modality
+    from neds_hf.data.load import load_modalities
 
-    spec = {"name": "stimulus_contrast", "kind": "categorical", "num_classes": 5}
-    dataset = add_categorical_modality(
-        synthetic_corpus["dataset_dir"], tmp_path / "derived", spec, contrast_classes
-    )
+    dataset = synthetic_corpus["dataset_dir"]
+    declared = {spec["name"]: spec for spec in load_modalities(dataset)}
+    spec = declared["stimulus_contrast"]
     eid = synthetic_corpus["eids"][0]
-    data = NedsTrialDataset(dataset, "test", sessions=[eid], extra_columns=("contrast",))
+    data = NedsTrialDataset(
+        dataset, "test", sessions=[eid], extra_columns=("contrast",), modalities=list(declared)
+    )
     torch.manual_seed(0)
     config = NedsConfig(
         sessions=data.n_neurons,

@@ -39,10 +39,16 @@ IBL_REASONS = EXCLUSION_REASONS[:5]
 
 @pytest.fixture(scope="module")
 def hf_cache(tmp_path_factory):
-    """A private datasets cache so loads never touch the user's cache."""
+    """A private datasets cache so loads never touch the user's cache (`datasets` reads the
+    variable once, at import, so its config is pointed there too: otherwise a dataset built
+    at a reused temporary path is served from a stale cache entry)."""
     previous = os.environ.get("HF_DATASETS_CACHE")
-    os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("hf_cache"))
+    previous_config = datasets.config.HF_DATASETS_CACHE
+    private = tmp_path_factory.mktemp("hf_cache")
+    os.environ["HF_DATASETS_CACHE"] = str(private)
+    datasets.config.HF_DATASETS_CACHE = private
     yield
+    datasets.config.HF_DATASETS_CACHE = previous_config
     if previous is None:
         os.environ.pop("HF_DATASETS_CACHE", None)
     else:
@@ -237,6 +243,8 @@ def test_trial_dataset_feeds_the_collator(built, cache):
         "whisker_motion_energy",
         "choice",
         "block",
+        "left_paw_speed",
+        "right_paw_speed",
     }
     assert item["spikes"].shape == (dataset.n_neurons[item["session_id"]], 100)
     assert len(dataset.neuron_regions[eids[0]]) == dataset.n_neurons[eids[0]]
@@ -451,5 +459,7 @@ def test_trial_items_follow_the_declared_modalities(built, tmp_path):
         "wheel_speed",
         "whisker_motion_energy",
         "choice",
+        "left_paw_speed",
+        "right_paw_speed",
     }
     assert item["wheel_speed"].dtype == np.float32 and isinstance(item["choice"], int)

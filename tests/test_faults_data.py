@@ -465,6 +465,8 @@ def test_the_trials_writer_follows_the_modality_table():
         "wheel_speed": np.zeros((n_trials, n_bins)),
         "whisker_motion_energy": np.zeros((n_trials, n_bins)),
         "paw_speed": np.arange(n_trials * n_bins, dtype=np.float64).reshape(n_trials, n_bins),
+        "left_paw_speed": np.full((n_trials, n_bins), np.nan),
+        "right_paw_speed": np.zeros((n_trials, n_bins)),
         "choice": np.array([0, 1, 0]),
         "block": np.array([0, 1, 2]),
         "reward": np.array([1, 0, 1]),

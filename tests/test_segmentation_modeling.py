@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from remote_code import run_without_neds_hf
+from torch.nn.utils import parametrize
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from neds_hf.segmentation import (
@@ -66,6 +67,8 @@ def test_bad_configs_are_clear_errors():
         tiny_config(head="transformer")
     with pytest.raises(ValueError, match="class_weights has 2 entries"):
         tiny_config(class_weights=[0.0, 1.0])
+    with pytest.raises(ValueError, match="weight_norm must be true or false, got 'yes'"):
+        tiny_config(weight_norm="yes")
 
 
 def test_loss_uses_only_labelled_frames_with_class_weights():
@@ -95,10 +98,33 @@ def test_next_step_loss_uses_unlabelled_frames():
     assert out.next_step_predictions.shape == (2, 20, 6)
 
 
-def save_model_and_extractor(path):
+def weight_normed_convs(model):
+    return [name for name, module in model.named_modules() if parametrize.is_parametrized(module)]
+
+
+def test_weight_norm_parametrises_only_the_dilated_convolutions():
+    torch.manual_seed(4)
+    plain = ActionSegmentationModel(tiny_config(num_features=6)).eval()
+    torch.manual_seed(4)
+    normed = ActionSegmentationModel(tiny_config(num_features=6, weight_norm=True)).eval()
+    assert weight_normed_convs(plain) == []
+    assert weight_normed_convs(normed) == [
+        f"head.blocks.{block}.{conv}" for block in (0, 1) for conv in ("conv1", "conv2")
+    ]
+    assert not parametrize.is_parametrized(normed.head.blocks[0].residual)
+    # same draws, and g starts at ||v||: the same function before training
+    features = torch.randn(2, 30, 6)
+    torch.testing.assert_close(normed(features).logits, plain(features).logits)
+
+
+def save_model_and_extractor(path, **config_kwargs):
     torch.manual_seed(3)
-    config = tiny_config(class_weights=[0.0, 1.0, 2.0, 1.5])
+    config = tiny_config(class_weights=[0.0, 1.0, 2.0, 1.5], **config_kwargs)
     model = ActionSegmentationModel(config).eval()
+    if config.weight_norm:  # trained-like g (not ||v||), so a dropped g would show after reload
+        with torch.no_grad():
+            for name in weight_normed_convs(model):
+                model.get_submodule(name).parametrizations.weight.original0.mul_(1.7)
     extractor = ActionSegmentationFeatureExtractor(
         feature_names=["a_x", "a_y", "b_x"], use_velocity=True, context_frames=24
     )
@@ -126,9 +152,27 @@ def test_save_load_round_trip_and_auto_classes(tmp_path):
         assert torch.equal(loaded(features).logits, expected)
 
 
-def test_trust_remote_code_load_without_neds_hf(tmp_path):
+def test_weight_norm_save_load_round_trip_is_exact(tmp_path):
+    model, extractor = save_model_and_extractor(tmp_path, weight_norm=True)
+    assert json.loads((tmp_path / "config.json").read_text())["weight_norm"] is True
+    features = torch.from_numpy(
+        extractor(np.random.default_rng(2).normal(size=(40, 3)))["features"]
+    )
+    expected = model(features).logits
+    for loader in (ActionSegmentationModel.from_pretrained, AutoModel.from_pretrained):
+        loaded = loader(tmp_path)
+        assert loaded.config.weight_norm is True
+        assert weight_normed_convs(loaded) == weight_normed_convs(model)
+        state, loaded_state = model.state_dict(), loaded.state_dict()
+        assert state.keys() == loaded_state.keys()
+        assert all(torch.equal(state[key], loaded_state[key]) for key in state)
+        assert torch.equal(loaded(features).logits, expected)
+
+
+@pytest.mark.parametrize("weight_norm", [False, True])
+def test_trust_remote_code_load_without_neds_hf(tmp_path, weight_norm):
     checkpoint = tmp_path / "checkpoint"
-    model, extractor = save_model_and_extractor(checkpoint)
+    model, extractor = save_model_and_extractor(checkpoint, weight_norm=weight_norm)
     raw = np.random.default_rng(1).normal(size=(30, 3))
     np.save(tmp_path / "raw.npy", raw)
     expected = model(torch.from_numpy(extractor(raw)["features"])).logits

@@ -138,6 +138,18 @@ def test_training_keeps_best_and_final_and_resumes_exactly(corpus, tmp_path):
         )
 
 
+def test_weight_norm_option_reaches_the_saved_model(corpus, tmp_path):
+    from neds_hf.segmentation.inference import load_model
+
+    train_segmentation(tiny_args(corpus, tmp_path, num_epochs=1, weight_norm=True))
+    saved = json.loads((tmp_path / "final" / "config.json").read_text())
+    assert saved["weight_norm"] is True
+    weights = load_file(tmp_path / "final" / "model.safetensors")
+    assert "head.blocks.0.conv1.parametrizations.weight.original0" in weights
+    model, _ = load_model(tmp_path / "final")
+    assert model.config.weight_norm and hasattr(model.head.blocks[1].conv2, "parametrizations")
+
+
 def test_example_config_parses():
     from pathlib import Path
 

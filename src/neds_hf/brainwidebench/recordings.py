@@ -56,12 +56,14 @@ def load_recordings(
     from ..data.load import load_modalities, load_neurons
     from ..data.training_data import NedsTrialDataset
 
+    declared = [spec["name"] for spec in load_modalities(dataset)]
     data = NedsTrialDataset(
         dataset,
         split,
         sessions=None if sessions is None else list(sessions),
         region_column="region_cosmos",
         extra_columns=("stim_on_time",),
+        modalities=declared,
     )
     neurons = load_neurons(dataset, data.session_ids)
     by_session = data.session_indices()
@@ -91,6 +93,6 @@ def load_recordings(
         split=split,
         recordings=recordings,
         normalization=data.normalization,
-        modality_names=[spec["name"] for spec in load_modalities(dataset)],
+        modality_names=declared,
         version=dataset_version(dataset),
     )

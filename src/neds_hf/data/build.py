@@ -356,6 +356,8 @@ def process_session(
         "exclusion": session.report.to_dict(),
         # behaviours kept with missing entries (masked, not dropped): {name: fraction missing}
         "missing_modalities": session.missing_fractions(),
+        # the pose source of the paw speeds
+        "pose": raw.metadata.get("pose", {}),
         # probes left out because they have no spike sorting (listed, never silently dropped)
         "probes_without_spike_sorting": list(raw.metadata.get("probes_without_spike_sorting", [])),
         **windows_entry,

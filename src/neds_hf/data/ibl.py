@@ -28,6 +28,8 @@ What is loaded, following the IBL conventions (brainbox ``SpikeSortingLoader`` /
 * lick times (``alf/licks.times``) when the session has them: a session without them is loaded
   with ``lick_times=None`` (its licking rate is then missing, not a reason to skip it); lick
   times that are not finite are an error, unsorted ones are sorted.
+* the left camera's paw pose (:func:`neds_hf.data.pose.load_paw_pose`), optional: a session
+  without it is loaded with ``paw_pose.absent`` saying so.
 
 Errors (defined in :mod:`neds_hf.data.errors`): an unknown session id raises
 :class:`SessionNotFoundError`; absent data raise :class:`MissingDataError`; an unreadable file
@@ -48,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CorruptedFileError, IBLDataError, MissingDataError, SessionNotFoundError
+from .pose import load_paw_pose
 from .raw import CLUSTER_COLUMNS, TRIAL_COLUMNS, RawSession
 
 __all__ = [
@@ -646,6 +649,7 @@ def load_session(
     wheel_timestamps, wheel_position = _load_wheel(one, eid, revision)
     me_times, motion_energy, camera, me_info = _load_motion_energy(one, eid, revision)
     lick_times = _load_licks(one, eid, revision)
+    paw_pose = load_paw_pose(one, eid, revision)
     date = details["date"]
     metadata = {
         "revision_requested": revision,
@@ -665,6 +669,7 @@ def load_session(
         "motion_energy_dropped_timestamps": me_info["n_dropped_timestamps"],
         "motion_energy_absent": me_info["absent"],
         "licks_absent": lick_times is None,
+        "pose": paw_pose.describe(),
         "number": int(details["number"]) if details.get("number") is not None else None,
     }
     return RawSession(
@@ -684,6 +689,7 @@ def load_session(
         motion_energy_camera=camera,
         metadata=metadata,
         lick_times=lick_times,
+        paw_pose=paw_pose,
     )
 
 

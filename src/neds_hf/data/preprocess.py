@@ -72,6 +72,7 @@ from .exclusion import (
     one_reason_per_trial,
     trial_exclusion_masks,
 )
+from .pose import PAW_SPEED_MODALITIES, paw_speeds_at
 from .raw import TRIAL_COLUMNS, RawSession
 
 __all__ = [
@@ -113,6 +114,7 @@ BWB_MODALITIES: tuple[dict[str, Any], ...] = (
     {"name": "reward", "kind": "categorical", "num_classes": 2, "allow_missing": True},
     {"name": "stimulus_contrast", "kind": "categorical", "num_classes": 5, "allow_missing": True},
     {"name": "licking_rate", "kind": "continuous", "allow_missing": True},
+    *(dict(spec) for spec in PAW_SPEED_MODALITIES),  # left / right paw speed (data.pose)
 )
 
 #: The modalities this preprocessing produces, in token order: the spikes, the BrainWideBench
@@ -138,6 +140,8 @@ MODALITY_UNITS = {
     "stimulus_contrast": "0..4 = absolute contrast of the shown stimulus 0 / 0.0625 / 0.125 / "
     "0.25 / 1; -1 = missing",
     "licking_rate": "[T] licks per bin (alf/licks.times); NaN = missing (no lick times)",
+    "left_paw_speed": "[T] left paw speed from the left camera's pose (px/s); NaN where invalid",
+    "right_paw_speed": "[T] right paw speed from the left camera's pose (px/s); NaN where invalid",
 }
 
 #: Continuous behaviours produced per bin, in physical units: the paper's first (the order of
@@ -299,6 +303,8 @@ class PreprocessedSession:
     spikes: np.ndarray  # (n_trials, N, T) uint16, neuron-major counts
     wheel_speed: np.ndarray  # (n_trials, T) float32, rad/s
     whisker_motion_energy: np.ndarray  # (n_trials, T) float32, camera ROI motion energy
+    left_paw_speed: np.ndarray  # (n_trials, T) float32, px/s, NaN where the pose is invalid
+    right_paw_speed: np.ndarray  # (n_trials, T) float32, px/s, NaN where the pose is invalid
     choice: np.ndarray  # (n_trials,) int64, 0 = right, 1 = left
     block: np.ndarray  # (n_trials,) int64, 0/1/2 for probabilityLeft 0.2/0.5/0.8
     reward: np.ndarray  # (n_trials,) int64, 1 = rewarded
@@ -339,6 +345,8 @@ class PreprocessedSession:
             "spikes": self.spikes[rows],
             "wheel_speed": self.wheel_speed[rows],
             "whisker_motion_energy": self.whisker_motion_energy[rows],
+            "left_paw_speed": self.left_paw_speed[rows],
+            "right_paw_speed": self.right_paw_speed[rows],
             "choice": self.choice[rows],
             "block": self.block[rows],
             "reward": self.reward[rows],
@@ -617,10 +625,16 @@ def _continuous_normalization(
 
 
 def normalization_stats(values: np.ndarray) -> dict[str, float]:
-    """mean / std (population) / min / max of all values, as Python floats (float64 sums)."""
+    """mean / std (population) / min / max of all values, as Python floats (float64 sums).
+
+    Missing values (NaN, e.g. pose gaps) are left out; all missing gives NaN constants.
+    """
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:
         raise ValueError("cannot compute normalisation constants of an empty train split")
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return dict.fromkeys(("mean", "std", "min", "max"), float("nan"))
     return {
         "mean": float(values.mean()),
         "std": float(values.std()),
@@ -666,6 +680,10 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
     behaviour = {
         name: values[kept_rows].astype(np.float32) for name, values in behaviour_all.items()
     }
+    sample_times = bin_sample_times(
+        window_starts_all[kept_rows], config.n_bins, config.bin_size, config.behavior_sampling
+    )  # (K, T)
+    behaviour.update(paw_speeds_at(raw.paw_pose, sample_times))  # NaN where invalid
     split = _split_or_raise(raw.session_id, config, report)
     behaviors = _bwb_behaviors(raw, config, kept_rows, trial_ids, window_starts_all[kept_rows])
     continuous = {**behaviour, **{k: v for k, v in behaviors.items() if v.ndim == 2}}
@@ -679,6 +697,8 @@ def preprocess_session(raw: RawSession, config: PreprocessingConfig) -> Preproce
         spikes=np.ascontiguousarray(counts[:, neurons["kept"], :]),  # (K, N, T)
         wheel_speed=behaviour["wheel_speed"],  # (K, T)
         whisker_motion_energy=behaviour["whisker_motion_energy"],  # (K, T)
+        left_paw_speed=behaviour["left_paw_speed"],  # (K, T)
+        right_paw_speed=behaviour["right_paw_speed"],  # (K, T)
         **_trial_values(raw, kept_rows, trial_ids),
         split=split,
         neurons=_neurons_table(raw, neurons["kept"], neurons["firing_rate"]),

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .pose import PawPose
+
 __all__ = [
     "CLUSTER_COLUMNS",
     "TRIAL_COLUMNS",
@@ -74,6 +76,7 @@ class RawSession:
     motion_energy_camera: str = "left"  # camera the motion energy came from
     metadata: dict[str, Any] = field(default_factory=dict)  # collections, revisions, ...
     lick_times: np.ndarray | None = None  # (n_licks,) float64, s, sorted; None: no licks data
+    paw_pose: PawPose | None = None  # left-camera paw positions (data.pose); None: not loaded
 
     def __post_init__(self) -> None:
         if len(self.spike_times) != len(self.spike_clusters):

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from ..configuration_neds import INVALID_LABEL
+from .pose import PAW_MARKERS, paw_speeds_at
 from .preprocess import (
     SPLITS,
     PreprocessedSession,
@@ -261,6 +262,20 @@ def _licking_rate(
     return lick_counts(raw.lick_times, starts, n_bins, config.bin_size)
 
 
+def _paw_speed(
+    name: str,
+) -> Callable[[RawSession, PreprocessingConfig, np.ndarray, int], np.ndarray]:
+    """The sampler of paw speed `name` (px/s, NaN where the pose is invalid), as the trial rows
+    sample it (:func:`neds_hf.data.pose.paw_speeds_at`)."""
+
+    def sample(
+        raw: RawSession, config: PreprocessingConfig, starts: np.ndarray, n_bins: int
+    ) -> np.ndarray:
+        return paw_speeds_at(raw.paw_pose, _sample_times(config, starts, n_bins))[name]
+
+    return sample
+
+
 #: Per-bin continuous modality -> ``sampler(raw, config, starts (W,), n_bins) -> (W, T)``.
 CONTINUOUS_SAMPLERS: dict[
     str, Callable[[RawSession, PreprocessingConfig, np.ndarray, int], np.ndarray]
@@ -268,6 +283,7 @@ CONTINUOUS_SAMPLERS: dict[
     "wheel_speed": _wheel_speed,
     "whisker_motion_energy": _whisker_motion_energy,
     "licking_rate": _licking_rate,
+    **{name: _paw_speed(name) for name in PAW_MARKERS},
 }
 
 

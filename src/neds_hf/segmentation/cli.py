@@ -27,6 +27,13 @@ SEGMENT_COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "Build a Hugging Face dataset (one row per session, splits by session, card) from a "
         "markers/ or features/ + labels/ folder.",
     ),
+    "prepare-ibl": (
+        "ibl",
+        "add_prepare_ibl_arguments",
+        "run_prepare_ibl",
+        "Write features/ (paw and nose pose + wheel velocity at the camera times) of IBL "
+        "sessions read through ONE; --truth-labels adds labels of a synthetic corpus.",
+    ),
     "predict": (
         "inference",
         "add_predict_arguments",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -56,7 +57,10 @@ def _activation(name: str) -> nn.Module:
 
 
 class DilatedBlock(nn.Module):
-    """Two dilated convolutions with activation and channel dropout, plus a residual path."""
+    """Two dilated convolutions with activation and channel dropout, plus a residual path.
+
+    With ``config.weight_norm`` both dilated convolutions are weight-normalised.
+    """
 
     def __init__(self, in_channels: int, config: ActionSegmentationConfig, dilation: int):
         super().__init__()
@@ -64,6 +68,10 @@ class DilatedBlock(nn.Module):
         kernel, padding = 2 * lags + 1, lags * dilation
         self.conv1 = nn.Conv1d(in_channels, width, kernel, padding=padding, dilation=dilation)
         self.conv2 = nn.Conv1d(width, width, kernel, padding=padding, dilation=dilation)
+        if config.weight_norm:
+            # weight = g * v / ||v|| per output channel; starts as the same function (g = ||v||)
+            self.conv1 = weight_norm(self.conv1)
+            self.conv2 = weight_norm(self.conv2)
         self.activation = _activation(config.activation)
         self.dropout = nn.Dropout1d(config.dropout)
         self.residual = nn.Conv1d(in_channels, width, 1) if in_channels != width else nn.Identity()

@@ -4,8 +4,9 @@ Recipe (configuration only, no new NEDS model code):
 
 1. pose features of an IBL session: :func:`load_ibl_pose_session` reads
    ``alf/_ibl_leftCamera.lightningPose.pqt`` (or ``.dlc.pqt``) and the camera times, and adds
-   the wheel velocity at the camera times (from ``_ibl_wheel.position/timestamps``); with ONE
-   pass ``one.eid2path(eid)`` after loading those datasets;
+   the wheel velocity at the camera times (from ``_ibl_wheel.position/timestamps``); through
+   ONE, :func:`~.ibl.load_ibl_pose_via_one` (``neds-hf segment prepare-ibl`` writes the
+   ``features/`` folder of many sessions);
 2. a trained segmentation model labels every frame (:func:`~.inference.predict_session`);
 3. :func:`add_actions_to_dataset` (``neds-hf segment add-to-neds``) bins the per-frame labels
    to the dataset's trial grid (its own bins from ``stim_on_time + window[0]``; each bin takes
@@ -275,6 +276,39 @@ def add_actions_to_dataset(
     return add_categorical_modality(dataset, output, spec, labels, description, overwrite)
 
 
+def decode_actions(
+    model: Any, dataset: str | Path, split: str = "test", name: str = "action"
+) -> dict[str, np.ndarray]:
+    """NEDS's decoding of the per-bin modality `name` from spikes alone, on the trials of
+    `split` of `dataset` (the model's sessions only): ``predicted`` and ``labels`` ``(K, T)``
+    (the arg-max class and the dataset's label per bin), ``session_ids`` and ``trial_ids``
+    ``(K,)``; score it e.g. with ``sklearn.metrics.balanced_accuracy_score`` on the
+    flattened arrays."""
+    import torch
+
+    from ..data import NedsTrialDataset
+
+    sessions = list(model.config.sessions)
+    trials = NedsTrialDataset(dataset, split, sessions=sessions)
+    predicted, labels, session_ids, trial_ids = [], [], [], []
+    model.eval()
+    with torch.no_grad():
+        for item in (trials[i] for i in range(len(trials))):
+            spikes = torch.as_tensor(item["spikes"].T, dtype=torch.float32)[None]  # (1, T, N)
+            session = torch.tensor([sessions.index(item["session_id"])])
+            logits = model.predict_behavior(spikes, session)[name][0]  # (T, K)
+            predicted.append(logits.argmax(-1).numpy())
+            labels.append(np.asarray(item[name]))
+            session_ids.append(item["session_id"])
+            trial_ids.append(item["trial_id"])
+    return {
+        "predicted": np.stack(predicted),
+        "labels": np.stack(labels),
+        "session_ids": np.asarray(session_ids),
+        "trial_ids": np.asarray(trial_ids, dtype=np.int64),
+    }
+
+
 def load_frame_predictions(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Class names and per-frame actions of a ``<session>_predictions.csv`` / ``.parquet``
     (written by ``neds-hf segment predict``): the most probable class other than background
@@ -384,6 +418,7 @@ __all__ = [
     "add_add_to_neds_arguments",
     "bin_frame_labels",
     "camera_frame_times",
+    "decode_actions",
     "load_frame_predictions",
     "load_ibl_pose_session",
     "run_add_to_neds",

@@ -26,6 +26,12 @@ unchanged, while every quantity they estimate is known exactly:
   constant on a 5 ms grid and spikes are drawn from the exact inhomogeneous Poisson process, so
   the expected spike count of any bin is known exactly. Baseline rates span 0.2-40 Hz with a
   fraction below 2 Hz for the firing-rate filter to remove.
+* **Pose**: the left camera's Lightning Pose table (``alf/_ibl_leftCamera.lightningPose.pqt``:
+  paws, nose tip and lick tube, ``_x`` / ``_y`` / ``_likelihood``) driven by a latent action
+  per frame (still / move / groom / wheel turn, the last tied to the wheel), with marker noise
+  and low-likelihood occlusions (:mod:`.pose`); the true actions and paw speeds go to
+  ``<root>/ground_truth/<eid>.pose.npz`` (:func:`load_pose_truth`). With
+  ``action_tuning > 0`` half of the neurons are also tuned to the action.
 * **Presets** (:data:`PRESETS`, ``SyntheticSessionSpec.preset``): ``easy`` (the default; the
   output of a seed never changes) drives the neurons strongly by every covariate;
   ``realistic`` makes choice and block weak, distributed signals (choice starting with the
@@ -45,15 +51,18 @@ session path is a function of ``(seed, index)``, so the same seed always gives t
 
 Modules, one concept each: :mod:`.spec` (specification, presets, identity, faults),
 :mod:`.task` (trials and wheel), :mod:`.signals` (covariates, latents, cameras),
-:mod:`.licks` (lick times), :mod:`.neurons` (probes, units, spikes), :mod:`.oracle` (expected
-counts given the observed behaviour), :mod:`.session` (a whole session and its ground truth),
-:mod:`.alf` (ALF writer), :mod:`.one_cache` (ONE cache tables) and :mod:`.cli` (a corpus on
-disk and the ``neds-hf make-synthetic`` command).
+:mod:`.licks` (lick times), :mod:`.pose` (left-camera pose and actions), :mod:`.neurons`
+(probes, units, spikes), :mod:`.oracle` (expected counts given the observed behaviour),
+:mod:`.session` (a whole session and its ground truth), :mod:`.alf` (ALF writer),
+:mod:`.one_cache` (ONE cache tables) and :mod:`.cli` (a corpus on disk and the
+``neds-hf make-synthetic`` command).
 """
 
 from .alf import (
     GROUND_TRUTH_DIRNAME,
+    POSE_TRUTH_SUFFIX,
     load_ground_truth,
+    load_pose_truth,
     write_alf_session,
     write_channels,
     write_ground_truth,
@@ -70,6 +79,7 @@ from .neurons import (
     SyntheticProbe,
 )
 from .one_cache import SESSIONS_PROJECT, TASK_PROTOCOL, write_one_cache
+from .pose import POSE_ACTIONS, POSE_GROUND_TRUTH_ARRAYS, POSE_MARKERS, SyntheticPose
 from .session import GROUND_TRUTH_ARRAYS, SyntheticSession, generate_session
 from .signals import CAMERA_RATES_HZ, COVARIATE_NAMES, SIMULATION_DT_S, WHEEL_RESOLUTION_RAD
 from .spec import (
@@ -113,6 +123,10 @@ __all__ = [
     "GROUND_TRUTH_DIRNAME",
     "LICKS_STREAM",
     "N_CHANNELS",
+    "POSE_ACTIONS",
+    "POSE_GROUND_TRUTH_ARRAYS",
+    "POSE_MARKERS",
+    "POSE_TRUTH_SUFFIX",
     "PRESETS",
     "PROBE_LAYOUT",
     "REGION_TUNING",
@@ -126,6 +140,7 @@ __all__ = [
     "TASK_PROTOCOL",
     "TRIALS_TABLE_COLUMNS",
     "WHEEL_RESOLUTION_RAD",
+    "SyntheticPose",
     "SyntheticPreset",
     "SyntheticProbe",
     "SyntheticSession",
@@ -136,6 +151,7 @@ __all__ = [
     "generate_licks",
     "generate_session",
     "load_ground_truth",
+    "load_pose_truth",
     "make_synthetic_cache",
     "run_make_synthetic",
     "session_eid",

@@ -15,7 +15,9 @@ from .session import SyntheticSession
 
 __all__ = [
     "GROUND_TRUTH_DIRNAME",
+    "POSE_TRUTH_SUFFIX",
     "load_ground_truth",
+    "load_pose_truth",
     "write_alf_session",
     "write_channels",
     "write_ground_truth",
@@ -23,6 +25,8 @@ __all__ = [
 ]
 
 GROUND_TRUTH_DIRNAME = "ground_truth"
+#: File name suffix of a session's pose truth next to its ground truth (``<eid>.pose.npz``).
+POSE_TRUTH_SUFFIX = ".pose.npz"
 
 
 def _save_parquet(path: Path, table: pd.DataFrame) -> None:
@@ -88,6 +92,8 @@ def write_ground_truth(session: SyntheticSession, root: str | Path) -> Path:
     np.savez(path, **session.ground_truth)
     with open(folder / f"{session.eid}.json", "w") as handle:
         json.dump(session.info, handle, indent=2, sort_keys=True)
+    if session.pose_truth is not None:
+        np.savez(folder / f"{session.eid}{POSE_TRUTH_SUFFIX}", **session.pose_truth)
     return path
 
 
@@ -128,6 +134,8 @@ def write_alf_session(session: SyntheticSession, root: str | Path) -> Path:
             )
     if session.lick_times is not None:
         np.save(alf / "licks.times.npy", session.lick_times)
+    if session.pose is not None:
+        _save_parquet(alf / "_ibl_leftCamera.lightningPose.pqt", session.pose.table)
     write_ground_truth(session, root)
     return session_path
 
@@ -143,3 +151,16 @@ def load_ground_truth(root: str | Path, eid: str) -> dict[str, Any]:
     with open(folder / f"{eid}.json") as handle:
         arrays["info"] = json.load(handle)
     return arrays
+
+
+def load_pose_truth(root: str | Path, eid: str) -> dict[str, np.ndarray]:
+    """Read a session's left-camera pose truth (:data:`.pose.POSE_GROUND_TRUTH_ARRAYS`): the
+    true action of every video frame and trial bin, the noise-free paw speeds."""
+    path = Path(root) / GROUND_TRUTH_DIRNAME / f"{eid}{POSE_TRUTH_SUFFIX}"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no pose truth for session {eid}: {path} does not exist (a session without a "
+            "left camera has no pose)"
+        )
+    with np.load(path) as archive:
+        return {key: archive[key] for key in archive.files}

@@ -75,6 +75,13 @@ def add_make_synthetic_arguments(parser: argparse.ArgumentParser) -> argparse.Ar
         "(weak, IBL-like choice and block signals, unexplained shared latents); default easy",
     )
     parser.add_argument(
+        "--action-tuning",
+        type=float,
+        default=0.0,
+        help="tune half of the neurons to the latent pose action (log-rate weights of this "
+        "standard deviation, e.g. 1.0); default 0: no action tuning, files as before",
+    )
+    parser.add_argument(
         "--fault",
         type=_parse_fault,
         action="append",
@@ -94,6 +101,8 @@ def run_make_synthetic(args: argparse.Namespace) -> int:
         overrides["n_neurons_per_probe"] = args.neurons_per_probe
     if args.probes is not None:
         overrides["n_probes"] = args.probes
+    if args.action_tuning:
+        overrides["action_tuning"] = args.action_tuning
     eids = make_synthetic_cache(
         args.output,
         args.sessions,

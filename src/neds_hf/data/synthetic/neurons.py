@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .pose import ACTION_TUNING_STREAM
 from .signals import COVARIATE_NAMES
 from .spec import SyntheticSessionSpec
 
@@ -20,6 +21,7 @@ __all__ = [
     "PROBE_LAYOUT",
     "REGION_TUNING",
     "SyntheticProbe",
+    "action_weights",
     "expected_counts",
     "simulate_probe",
 ]
@@ -263,7 +265,8 @@ def simulate_probe(
     """One probe's units, spikes and spike sorting, and its per-cluster ground truth.
 
     ``signals`` holds the ``covariates`` ``(6, G)``, ``latents`` ``(K, G)``, the trial bin
-    ``edges`` ``(n, T+1)`` and the grid step ``dt``.
+    ``edges`` ``(n, T+1)`` and the grid step ``dt``, and, with ``spec.action_tuning``, the
+    one-hot pose ``actions`` ``(A, G)`` (weights from their own generator, :func:`action_weights`).
     """
     probe_name = spec.probe_names()[probe_index]
     dt = signals["dt"]
@@ -272,6 +275,10 @@ def simulate_probe(
     channels, beryl = _place_units(rng, n_units)
     base_rate, weights, loadings = _unit_tuning(rng, spec, beryl, region_loadings)
     drive = weights @ signals["covariates"] + loadings @ signals["latents"]  # (N, G)
+    tuned_to_actions = "actions" in signals
+    if tuned_to_actions:
+        unit_action_weights = action_weights(spec, probe_index, len(signals["actions"]))
+        drive += unit_action_weights @ signals["actions"]  # (N, A) @ (A, G)
     drive_centre = drive.mean(axis=1)  # (N,)
     drive -= drive_centre[:, None]
     rates = base_rate[:, None] * np.exp(np.clip(drive, -4.0, 3.0))  # (N, G) Hz
@@ -324,4 +331,17 @@ def simulate_probe(
         "expected": expected,
         "drive_centre": drive_centre,
     }
+    if tuned_to_actions:
+        truth["action_weights"] = unit_action_weights
     return probe, truth
+
+
+def action_weights(spec: SyntheticSessionSpec, probe_index: int, n_actions: int) -> np.ndarray:
+    """Log-rate weights ``(N, A)`` of a probe's units on the one-hot pose actions: half of the
+    units (chosen at random) get normal weights of standard deviation ``spec.action_tuning``,
+    the others none. Drawn from their own generator so the rest of the session is unchanged."""
+    rng = np.random.default_rng([spec.seed, spec.index, ACTION_TUNING_STREAM, probe_index])
+    n_units = spec.n_neurons_per_probe
+    tuned = rng.permutation(n_units) < (n_units + 1) // 2
+    weights = rng.normal(0.0, spec.action_tuning, (n_units, n_actions))
+    return weights * tuned[:, None]

@@ -38,6 +38,7 @@ def observed_expected_counts(
     latent_noise: float,
     neurons: dict[str, np.ndarray],
     dt: float,
+    actions: np.ndarray | None = None,
 ) -> np.ndarray:
     """Expected counts ``(n, C, T)`` given the observed behaviour, unseen variables marginalised.
 
@@ -52,6 +53,8 @@ def observed_expected_counts(
         neurons: per-cluster ``base`` ``(C,)`` Hz, ``weights`` ``(C, 6)``, ``loadings``
             ``(C, K)`` and ``drive_centre`` ``(C,)`` (the per-neuron mean drive removed).
         dt: simulation step (s).
+        actions: ``(A, G)`` one-hot pose actions on the grid when the neurons are tuned to them
+            (``neurons["action_weights"]`` ``(C, A)``); observed, like the wheel.
     """
     steps = round(STANDARD_BIN_SIZE_S / dt)  # simulation steps per bin
     stim_on = trials["true_times"]["stimOn_times"]  # (n,)
@@ -73,6 +76,8 @@ def observed_expected_counts(
         pool = np.flatnonzero(np.all(condition == condition[trial], axis=1))
         drawn = rng.choice(pool, size=ORACLE_DRAWS)  # (S,)
         drive = effective @ seen[:, trial, :] - neurons["drive_centre"][:, None]  # (C, F)
+        if actions is not None:
+            drive += neurons["action_weights"] @ at_times(actions, fine_times[trial], dt)
         stimulus = (
             effective[:, 4, None] * signed[drawn][None, :]
             + effective[:, 5, None] * (0.3 + contrast[drawn])[None, :]

@@ -13,6 +13,7 @@ import pandas as pd
 from .licks import generate_licks
 from .neurons import REGION_TUNING, SyntheticProbe, simulate_probe
 from .oracle import observed_expected_counts
+from .pose import SyntheticPose, actions_on_grid, pose_ground_truth, simulate_pose
 from .signals import (
     COVARIATE_NAMES,
     SIMULATION_DT_S,
@@ -103,6 +104,8 @@ class SyntheticSession:
     ground_truth: dict[str, np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)  # JSON-able description
     lick_times: np.ndarray | None = None  # (n_licks,) float64, s; None: no licks.times file
+    pose: SyntheticPose | None = None  # left-camera pose and true actions (with a left camera)
+    pose_truth: dict[str, np.ndarray] | None = None  # POSE_GROUND_TRUTH_ARRAYS
 
     @property
     def session_rel_path(self) -> str:
@@ -114,7 +117,8 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
     """Generate one synthetic session (arrays in memory plus ground truth) from its spec.
 
     The stages draw from one generator seeded by ``(seed, index)`` in a fixed order (trials,
-    wheel, covariates, latents, cameras, probes), so the same spec gives the same session.
+    wheel, covariates, latents, cameras, probes), so the same spec gives the same session. The
+    left-camera pose (:mod:`.pose`) draws from generators of its own.
     """
     identity = synthetic_session_identity(spec.seed, spec.index)
     rng = np.random.default_rng([spec.seed, spec.index, 20240506])
@@ -134,6 +138,12 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
     )
     edges, centres = trial_grid(trials["true_times"]["stimOn_times"])  # (n, T+1), (n, T)
     signals = {"covariates": covariates, "latents": latents, "edges": edges, "dt": dt}
+    pose = None
+    if "left" in camera_times:
+        frame_times = camera_times["left"][spec.n_extra_left_timestamps :]
+        pose = simulate_pose(spec.seed, spec.index, frame_times, trials["moves"])
+        if spec.action_tuning > 0:
+            signals["actions"] = actions_on_grid(pose, n_grid, dt)  # (A, G)
     region_loadings = {
         r: rng.normal(0.0, preset.region_loading, spec.n_latents) for r in REGION_TUNING
     }
@@ -147,7 +157,14 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
     oracle_rng = np.random.default_rng([spec.seed, spec.index, 20240507])
     for truth in per_probe_truth:
         truth["expected_observed"] = observed_expected_counts(
-            oracle_rng, trials, covariates, latent_mixing, preset.latent_noise, truth, dt
+            oracle_rng,
+            trials,
+            covariates,
+            latent_mixing,
+            preset.latent_noise,
+            truth,
+            dt,
+            signals.get("actions"),
         )
     ground_truth = _ground_truth(spec, identity, trials, per_probe_truth, signals, centres)
     info = _session_info(spec, identity, n_grid * dt, camera_info, ground_truth)
@@ -168,6 +185,8 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
         ground_truth=ground_truth,
         info=info,
         lick_times=generate_licks(spec, trials["table"], n_grid * dt),
+        pose=pose,
+        pose_truth=None if pose is None else pose_ground_truth(pose, centres, per_probe_truth),
     )
     _apply_fault(session)
     info["probes"] = [
@@ -257,7 +276,7 @@ def _session_info(
         "subject": identity["subject"],
         "date": identity["date"],
         "number": identity["number"],
-        "spec": dataclasses.asdict(spec),
+        "spec": _spec_description(spec),
         "preset": spec.preset,
         "fault": spec.fault,
         "fault_description": FAULTS.get(spec.fault or "", ""),
@@ -281,6 +300,15 @@ def _session_info(
         },
         "n_planted_bad_trials": int(spec.n_bad_trials),
     }
+
+
+def _spec_description(spec: SyntheticSessionSpec) -> dict[str, Any]:
+    """The spec as a dict; ``action_tuning`` only when set, so that sessions generated without
+    it keep the description (and the ground-truth JSON) they always had."""
+    description = dataclasses.asdict(spec)
+    if not spec.action_tuning:
+        del description["action_tuning"]
+    return description
 
 
 def _apply_fault(session: SyntheticSession) -> None:

@@ -111,6 +111,9 @@ class SyntheticSessionSpec:
     ``preset`` names an entry of :data:`PRESETS` (how the neurons are driven).
     ``duration_s`` stretches the inter-trial intervals to reach that recording length (it must
     be at least the natural length). ``fault`` is a key of :data:`FAULTS` or None.
+    ``action_tuning`` > 0 tunes half of the neurons to the latent action of the left-camera
+    pose (:mod:`.pose`; log-rate weights of that standard deviation per action), so that the
+    actions can be decoded from spikes; 0 (the default) leaves every file as before.
     """
 
     seed: int = 0
@@ -134,6 +137,7 @@ class SyntheticSessionSpec:
     n_extra_left_timestamps: int = 3
     fault: str | None = None
     preset: str = "easy"
+    action_tuning: float = 0.0
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -170,6 +174,11 @@ class SyntheticSessionSpec:
             raise ValueError(f"low_rate_fraction must lie in [0, 1], got {self.low_rate_fraction}")
         if self.n_extra_left_timestamps < 0:
             raise ValueError("n_extra_left_timestamps must be >= 0")
+        if self.action_tuning < 0 or (self.action_tuning > 0 and "left" not in self.cameras):
+            raise ValueError(
+                f"action_tuning must be >= 0 and needs the left camera (whose pose carries the "
+                f"actions), got {self.action_tuning} with cameras {self.cameras}"
+            )
 
     @property
     def n_bad_trials(self) -> int:
