@@ -11,8 +11,10 @@ split in batches of ``--batch-size`` trials:
 * streaming: :class:`neds_hf.data.streaming.NedsStreamingTrials` (shuffle buffer of
   ``--shuffle-buffer`` rows) and its fixed number of batches.
 
-Reported: peak resident memory of that process (``ru_maxrss``, which includes the Python,
-torch and ``datasets`` imports, whose transient peak can hide the reading), the largest
+Reported: peak resident memory of that process (which includes the Python, torch and
+``datasets`` imports, whose transient peak can hide the reading; ``VmHWM`` of
+``/proc/self/status`` on Linux, since a child's ``ru_maxrss`` also counts its parent's memory
+at the fork), the largest
 growth of resident memory while the dataset is opened and read over the memory after the
 imports (sampled after every batch), and trials read per second. No model runs: the numbers
 are the data path's. A shuffled multi-file stream pays a fixed pause at the end of each pass
@@ -20,11 +22,16 @@ are the data path's. A shuffled multi-file stream pays a fixed pause at the end 
 the streaming trials/s of small corpora.
 
     PYTHONPATH=src python benchmarks/bench_scale.py [--sizes 8 32 128] [--ray-sizes 8]
+
+``--work-dir DIR`` keeps the caches and datasets there and reuses those already built (build
+time then shows ``reused``), e.g. to compare two versions of the reading code on the same
+datasets.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -57,11 +64,17 @@ def _read_epoch(mode: str, dataset: str, batch_size: int, shuffle_buffer: int) -
     for batch in batches:
         n_trials += len(batch)
         peak = max(peak, process.memory_info().rss)
-    return {
+    result = {
         "trials": n_trials,
         "seconds": time.perf_counter() - start,
         "read_rss_mib": (peak - baseline) / 2**20,
     }
+    status = Path("/proc/self/status")
+    if status.exists():  # this process's own high-water mark (since its exec)
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                result["peak_rss_mib"] = int(line.split()[1]) / 1024  # kB
+    return result
 
 
 def _measure(mode: str, dataset: Path, args: argparse.Namespace, hf_cache: Path) -> dict:
@@ -85,7 +98,8 @@ def _measure(mode: str, dataset: Path, args: argparse.Namespace, hf_cache: Path)
     if process.returncode != 0:
         raise RuntimeError(f"{mode} reader on {dataset} failed with code {process.returncode}")
     result = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
+    if "peak_rss_mib" not in result:  # no /proc: ru_maxrss, which includes the parent's RSS
+        result["peak_rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
     return result
 
 
@@ -109,6 +123,9 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=6, help="neurons per probe")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--shuffle-buffer", type=int, default=256)
+    parser.add_argument(
+        "--work-dir", type=Path, help="keep caches and datasets here; reuse those already built"
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODE", "DATASET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -124,26 +141,38 @@ def main() -> None:
         f"{'trials':>6} | {'build local s':>13} | {'build ray s':>11}"
     )
     print(header, flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.work_dir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            root = args.work_dir
+            root.mkdir(parents=True, exist_ok=True)
         for size in args.sizes:
-            cache = root / f"cache-{size}"
-            eids = make_synthetic_cache(
-                cache, size, seed=size, n_trials=args.n_trials, n_neurons_per_probe=args.neurons
-            )
             dataset = root / f"dataset-{size}"
-            build_local = _build(cache, eids, dataset, "local", args.num_proc)
-            build_ray = None
-            if size in args.ray_sizes:
-                build_ray = _build(cache, eids, root / f"ray-{size}", "ray", args.num_proc)
-            ray_text = f"{build_ray:.1f}" if build_ray is not None else "-"
+            local_text = ray_text = "reused"
+            if not dataset.exists():
+                cache = root / f"cache-{size}"
+                eids = make_synthetic_cache(
+                    cache,
+                    size,
+                    seed=size,
+                    n_trials=args.n_trials,
+                    n_neurons_per_probe=args.neurons,
+                )
+                local_text = f"{_build(cache, eids, dataset, 'local', args.num_proc):.1f}"
+                ray_text = "-"
+                if size in args.ray_sizes:
+                    ray_text = (
+                        f"{_build(cache, eids, root / f'ray-{size}', 'ray', args.num_proc):.1f}"
+                    )
             for mode in ("in-memory", "streaming"):
-                result = _measure(mode, dataset, args, root / f"hf-{size}-{mode}")
+                with tempfile.TemporaryDirectory() as hf_cache:  # a cold datasets cache each time
+                    result = _measure(mode, dataset, args, Path(hf_cache))
                 print(  # each row as soon as it is measured: a long run can be cut short
                     f"{size:>8} | {mode:<9} | {result['peak_rss_mib']:>12.0f} | "
                     f"{result['read_rss_mib']:>13.1f} | "
                     f"{result['trials'] / result['seconds']:>9.0f} | {result['trials']:>6} | "
-                    f"{build_local:>13.1f} | {ray_text:>11}",
+                    f"{local_text:>13} | {ray_text:>11}",
                     flush=True,
                 )
 

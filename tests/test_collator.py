@@ -166,6 +166,38 @@ def test_seeded_reproducibility():
     assert not torch.equal(*draws)  # the generator advances between batches
 
 
+def test_masks_do_not_depend_on_the_number_of_threads():
+    # 2000 neurons x 20 bins: each trial's mask rows are large enough for torch's intra-op pool
+    wide = {"wide": 2000, "s-a": 6}
+    wide_config = config(sessions=wide)
+    rng = np.random.default_rng(0)
+    examples = [
+        {
+            "session_id": session_id,
+            "spikes": rng.poisson(1.0, (wide[session_id], NUM_BINS)).astype(np.int64),
+            "wheel_speed": rng.uniform(0, 4, NUM_BINS),
+            "whisker_motion_energy": rng.uniform(1, 3, NUM_BINS),
+            "choice": int(rng.integers(2)),
+            "block": int(rng.integers(3)),
+        }
+        for session_id in ["wide", "s-a"] * 4
+    ]
+    threads = torch.get_num_threads()
+    batches = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            collator = DataCollatorForNedsMasking(wide_config, seed=11)
+            batches.append([collator(examples) for _ in range(3)])
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*batches):
+        assert one.keys() == two.keys()
+        for name in one:
+            assert torch.equal(one[name], two[name]), name
+    assert batches[0][0]["spike_mask"][::2, :, :2000].any()  # the wide trials are masked
+
+
 def classify(batch, sample: int, counts: list[int]) -> str:
     """Recover which NEDS scheme produced a sample's masks."""
     real = counts[batch["session_index"][sample]]

@@ -186,6 +186,29 @@ def test_a_dataset_is_verified_once_per_state(corpus, tmp_path):
     assert verify_dataset(dataset)["n_files_hashed"] == 0  # unchanged: not hashed again
 
 
+def test_verifying_without_hashes_reads_no_file_contents(corpus, tmp_path, monkeypatch):
+    from neds_hf.data import load as load_module
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(corpus["dataset"], dataset)
+    hashed = []
+    sha256 = load_module._sha256
+    monkeypatch.setattr(load_module, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    assert verify_dataset(dataset, hash_contents=False)["n_files_hashed"] == 0
+    assert not hashed
+    # a size-only check does not stand in for a hashed one ...
+    assert verify_dataset(dataset)["n_files_hashed"] == 5 and len(hashed) == 5
+    # ... but a hashed one stands in for a size-only one
+    assert verify_dataset(dataset, hash_contents=False)["n_files_hashed"] == 0
+    _flip_a_data_byte(dataset)  # same size: only the hash sees it
+    verify_dataset(dataset, hash_contents=False)
+    with pytest.raises(DatasetIntegrityError, match="content hash differs"):
+        verify_dataset(dataset)
+    _truncate(dataset)  # another size: refused without hashing too
+    with pytest.raises(DatasetIntegrityError, match=r"train-00000-of-00001\.parquet"):
+        verify_dataset(dataset, hash_contents=False)
+
+
 # ------------------------------------------------------------------------------------------
 # Paths that are not datasets (issue 10, item 11)
 # ------------------------------------------------------------------------------------------

@@ -359,6 +359,34 @@ def test_return_loss_false_gives_the_same_predictions_without_losses(model):
         torch.testing.assert_close(without.behavior_predictions[name], value, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("session_index", [[1, 1, 1], [0, 1, 2]], ids=["one-session", "mixed"])
+def test_all_hidden_spikes_skip_the_stitcher_only_without_gradients(model, session_index):
+    batch = make_batch(model.config, session_index, seed=33)
+    batch["spike_mask"][:] = True  # the encoding protocol: every spike hidden
+    stitched = []
+    hook = model.neds.spike_stitcher.register_forward_hook(lambda *_: stitched.append(1))
+    try:
+        with torch.no_grad():
+            skipped = model(**batch, return_loss=False)
+        assert not stitched  # its output would be replaced by the mask token everywhere
+        full = model(**batch)  # with gradients: the stitcher runs (zero, not None, gradients)
+        assert stitched == [1]
+        full.loss.backward()
+        assert model.neds.spike_stitcher.projection.weight.grad is not None
+        batch["spike_mask"][0, 0, 0] = False  # one visible count: the stitcher is needed
+        with torch.no_grad():
+            partial = model(**batch, return_loss=False)
+        assert stitched == [1, 1]
+    finally:
+        hook.remove()
+        model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(skipped.spike_log_rates, full.spike_log_rates, rtol=0, atol=0)
+    torch.testing.assert_close(skipped.last_hidden_state, full.last_hidden_state, rtol=0, atol=0)
+    for name, value in full.behavior_predictions.items():
+        torch.testing.assert_close(skipped.behavior_predictions[name], value, rtol=0, atol=0)
+    assert not torch.equal(partial.spike_log_rates, skipped.spike_log_rates)
+
+
 def session_rows(model: NedsForMaskedModeling, name: str, session_row: int) -> slice:
     """Rows of a per-session parameter that belong to one session."""
     counts = list(model.config.sessions.values())

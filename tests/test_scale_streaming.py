@@ -164,3 +164,23 @@ def test_two_cpu_processes_stream_their_own_shards(synthetic_corpus, tmp_path):
         assert summary["num_processes"] == 2
         assert summary["global_step"] == 4
         assert summary["samples_seen"] == 4 * 4
+
+
+def test_streaming_start_up_hashes_no_file_unless_asked(synthetic_corpus, tmp_path, monkeypatch):
+    from neds_hf.data import load as load_module
+
+    dataset = tmp_path / "dataset"  # a fresh copy: not verified yet in this process
+    shutil.copytree(synthetic_corpus["dataset_dir"], dataset)
+    hashed = []
+    sha256 = load_module._sha256
+    monkeypatch.setattr(load_module, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    streamed = NedsStreamingTrials(dataset, shuffle_buffer_size=0)
+    assert not hashed
+    assert len(_keys(streamed)) == streamed.n_rows
+    NedsStreamingTrials(dataset, shuffle_buffer_size=0, hash_contents=True)
+    assert hashed  # every file recorded at build time
+    in_memory_copy = tmp_path / "in-memory"
+    shutil.copytree(synthetic_corpus["dataset_dir"], in_memory_copy)
+    hashed.clear()
+    NedsTrialDataset(in_memory_copy, "train")
+    assert hashed  # the in-memory path keeps the full check

@@ -168,12 +168,14 @@ class DataCollatorForNedsMasking:
             self._spikes(example, session_id) for example, session_id in zip(examples, session_ids)
         ]
         neuron_counts = [rows.shape[0] for rows in spike_rows]
-        spikes = torch.zeros(
-            len(examples), self.config.num_time_bins, max(neuron_counts), dtype=torch.float32
+        # NumPy, not torch: per-trial copies on torch's intra-op pool cost a thread wake-up each
+        # (see `masking.Masks`).
+        spikes = np.zeros(
+            (len(examples), self.config.num_time_bins, max(neuron_counts)), dtype=np.float32
         )
         for sample, rows in enumerate(spike_rows):
-            spikes[sample, :, : rows.shape[0]] = torch.from_numpy(rows.T)  # (T, N_s)
-        return spikes, neuron_counts
+            spikes[sample, :, : rows.shape[0]] = rows.T  # (T, N_s)
+        return torch.from_numpy(spikes), neuron_counts
 
     def _draw_schemes(self, batch_size: int) -> tuple[list[str], torch.Tensor | None]:
         """One scheme name per trial (the evaluation protocol, or drawn with the scheme
@@ -187,13 +189,15 @@ class DataCollatorForNedsMasking:
 
     def _mask_fields(self, masks: Masks, schemes: list[str]) -> dict[str, torch.Tensor]:
         """The batch fields the masks become: input masks, the spike target mask where it
-        differs (or may differ) from the input mask, prompt rows and causal flags."""
+        may differ from the input mask, prompt rows and causal flags.
+
+        Only the ``intra_region`` scheme scores fewer entries than it hides (`build_masks`
+        sets the target mask to the input mask for every other scheme and protocol), so the
+        target mask is sent exactly when that scheme can be drawn.
+        """
         config = self.config
         fields = {"spike_mask": masks.spike_mask}
-        if (
-            not torch.equal(masks.spike_target_mask, masks.spike_mask)
-            or "intra_region" in self.scheme_names
-        ):
+        if "intra_region" in self.scheme_names:
             fields["spike_target_mask"] = masks.spike_target_mask
         if config.behavior_modalities:
             fields["behavior_mask"] = masks.behavior_mask

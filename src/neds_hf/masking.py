@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .configuration_neds import MTM_SCHEMES, NEDS_SCHEMES, NedsConfig
@@ -64,7 +65,15 @@ __all__ = [
 
 @dataclass
 class Masks:
-    """The masks of one batch (see the module docstring for shapes and meaning)."""
+    """The masks of one batch (see the module docstring for shapes and meaning).
+
+    The masks are built in NumPy and handed over without a copy (`torch.from_numpy`): the
+    fills and row copies of a `(B, T, N)` mask are each large enough for torch to run them on
+    its intra-op thread pool, and waking that pool once per trial cost far more than the work
+    itself (≈60 ms against ≈7 ms per case-a batch with 2 threads on a busy 2-core machine).
+    Random draws still come from the `torch.Generator`, so masks do not depend on the number
+    of threads and stay bit-identical for a seed.
+    """
 
     spike_mask: torch.Tensor
     spike_target_mask: torch.Tensor
@@ -72,15 +81,20 @@ class Masks:
     causal_attention: torch.Tensor
 
 
-def _bernoulli(shape: Sequence[int], ratio: float, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(tuple(shape), generator=generator) < ratio
+def _bernoulli(shape: Sequence[int], ratio: float, generator: torch.Generator) -> np.ndarray:
+    return (torch.rand(tuple(shape), generator=generator) < ratio).numpy()
 
 
-def _at_least_one(selected: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _random_index(size: int, generator: torch.Generator) -> int:
+    """A uniform index in ``[0, size)`` drawn from `generator`."""
+    return int(torch.randint(size, (1,), generator=generator))
+
+
+def _at_least_one(selected: np.ndarray, generator: torch.Generator) -> np.ndarray:
     """Make sure a 1-D selection is not empty by selecting one random entry if it is."""
-    if selected.numel() and not bool(selected.any()):
-        selected = selected.clone()
-        selected[int(torch.randint(selected.numel(), (1,), generator=generator))] = True
+    if selected.size and not selected.any():
+        selected = selected.copy()
+        selected[_random_index(selected.size, generator)] = True
     return selected
 
 
@@ -113,12 +127,10 @@ def build_masks(
     ratio = config.mask_ratio if mask_ratio is None else mask_ratio
     causal_ratio = config.causal_mask_ratio if causal_mask_ratio is None else causal_mask_ratio
     batch_size, num_bins = len(schemes), config.num_time_bins
-    spike_mask = torch.zeros(batch_size, num_bins, num_neurons, dtype=torch.bool)
-    spike_target = torch.zeros_like(spike_mask)
-    behavior_mask = torch.zeros(
-        batch_size, num_bins, len(config.behavior_modalities), dtype=torch.bool
-    )
-    causal = torch.zeros(batch_size, dtype=torch.bool)
+    spike_mask = np.zeros((batch_size, num_bins, num_neurons), dtype=bool)
+    spike_target = np.zeros_like(spike_mask)
+    behavior_mask = np.zeros((batch_size, num_bins, len(config.behavior_modalities)), dtype=bool)
+    causal = np.zeros(batch_size, dtype=bool)
     for sample, scheme in enumerate(schemes):
         trial = _TrialMasks(
             spike_mask[sample], spike_target[sample], behavior_mask[sample], neuron_counts[sample]
@@ -143,16 +155,28 @@ def build_masks(
         else:
             raise ValueError(f"unknown masking scheme {scheme!r}")
         trial.spike_target[:] = trial.spike_mask
-    return Masks(spike_mask, spike_target, behavior_mask, causal)
+    return _as_tensors(spike_mask, spike_target, behavior_mask, causal)
+
+
+def _as_tensors(
+    spike_mask: np.ndarray, spike_target: np.ndarray, behavior_mask: np.ndarray, causal: np.ndarray
+) -> Masks:
+    """The NumPy masks as a :class:`Masks` of tensors sharing their memory (no copy)."""
+    return Masks(
+        torch.from_numpy(spike_mask),
+        torch.from_numpy(spike_target),
+        torch.from_numpy(behavior_mask),
+        torch.from_numpy(causal),
+    )
 
 
 @dataclass
 class _TrialMasks:
     """One trial's rows of the batch masks (views written in place) and its real neurons."""
 
-    spike_mask: torch.Tensor  # (T, N)
-    spike_target: torch.Tensor  # (T, N)
-    behavior_mask: torch.Tensor  # (T, M)
+    spike_mask: np.ndarray  # (T, N)
+    spike_target: np.ndarray  # (T, N)
+    behavior_mask: np.ndarray  # (T, M)
     real: int
 
 
@@ -176,9 +200,9 @@ def _mask_neds_scheme(
     elif scheme == "within_behavior":
         for column, count in enumerate(token_counts):
             trial.behavior_mask[:count, column] = _bernoulli((count,), ratio, generator)
-        if token_counts and not bool(trial.behavior_mask.any()):
-            column = int(torch.randint(len(token_counts), (1,), generator=generator))
-            token = int(torch.randint(token_counts[column], (1,), generator=generator))
+        if token_counts and not trial.behavior_mask.any():
+            column = _random_index(len(token_counts), generator)
+            token = _random_index(token_counts[column], generator)
             trial.behavior_mask[token, column] = True
     else:  # cross_modal
         bins = _at_least_one(_bernoulli((num_bins,), ratio, generator), generator)
@@ -203,16 +227,15 @@ def _mask_mtm_scheme(
         trial.spike_mask[:, :real] = _at_least_one(_bernoulli((real,), ratio, generator), generator)
         return
     names = sorted(set(regions))
-    target_region = names[int(torch.randint(len(names), (1,), generator=generator))]
-    inside = torch.tensor([region == target_region for region in regions])  # (real,)
+    target_region = names[_random_index(len(names), generator)]
+    inside = np.array([region == target_region for region in regions], dtype=bool)  # (real,)
     if scheme == "inter_region":
         trial.spike_mask[:, :real] = inside
         return
     chosen = _bernoulli((real,), ratio, generator) & inside
-    if not bool(chosen.any()):
-        candidates = torch.nonzero(inside).flatten()
-        pick = int(torch.randint(len(candidates), (1,), generator=generator))
-        chosen[candidates[pick]] = True
+    if not chosen.any():
+        candidates = np.flatnonzero(inside)
+        chosen[candidates[_random_index(len(candidates), generator)]] = True
     trial.spike_mask[:, :real] = ~inside | chosen
     trial.spike_target[:, :real] = chosen
 
@@ -365,10 +388,10 @@ def heldout_masks(config: NedsConfig, sets: Sequence[HeldOutSet], num_neurons: i
     :func:`forecast_is_causal`.
     """
     num_bins, count = config.num_time_bins, len(sets)
-    spike_mask = torch.zeros(count, num_bins, num_neurons, dtype=torch.bool)
-    spike_target = torch.zeros_like(spike_mask)
-    behavior_mask = torch.zeros(count, num_bins, len(config.behavior_modalities), dtype=torch.bool)
-    causal = torch.zeros(count, dtype=torch.bool)
+    spike_mask = np.zeros((count, num_bins, num_neurons), dtype=bool)
+    spike_target = np.zeros_like(spike_mask)
+    behavior_mask = np.zeros((count, num_bins, len(config.behavior_modalities)), dtype=bool)
+    causal = np.zeros(count, dtype=bool)
     token_counts = _token_counts(config)
     for sample, heldout in enumerate(sets):
         start = heldout.first_bin
@@ -379,4 +402,4 @@ def heldout_masks(config: NedsConfig, sets: Sequence[HeldOutSet], num_neurons: i
             for column, tokens in enumerate(token_counts):
                 if tokens == num_bins:
                     behavior_mask[sample, start:, column] = True
-    return Masks(spike_mask, spike_target, behavior_mask, causal)
+    return _as_tensors(spike_mask, spike_target, behavior_mask, causal)

@@ -63,6 +63,14 @@ def _is_tracing() -> bool:
     return torch.compiler.is_compiling()
 
 
+def _all_hidden_without_grad(hidden: torch.Tensor) -> bool:
+    """Whether every token of a modality is hidden (`hidden`, bool) in a forward that records
+    no gradient, so its tokenizer can be skipped; never under tracing (data-dependent), and
+    never with gradients, where skipping would leave the tokenizer's gradients `None` instead
+    of zero and change what the optimizer does."""
+    return not torch.is_grad_enabled() and not _is_tracing() and bool(hidden.all())
+
+
 # =============================================================================================
 # Outputs
 # =============================================================================================
@@ -1067,11 +1075,15 @@ class NedsModel(NedsPreTrainedModel):
         spike_mask: torch.Tensor | None,
         batch_session: int | None,
     ) -> torch.Tensor:
-        """Spike tokens `(B, T, H)`; a bin whose real neurons are all hidden is the mask token."""
+        """Spike tokens `(B, T, H)`; a bin whose real neurons are all hidden is the mask token.
+
+        When every bin is hidden (the encoding protocol, `predict_neural_activity`) and no
+        gradient is recorded, the stitcher's output would be discarded whole: it is not
+        computed (≈10 % of a case-a evaluation forward), with the same tokens as a result.
+        """
         spike_counts = spikes.to(self.mask_token.dtype)  # (B, T, N)
         if spike_mask is None:
             return self.spike_stitcher(spike_counts, session_index, batch_session)
-        spike_counts = spike_counts.masked_fill(spike_mask, 0.0)
         if batch_session is None:
             neuron_mask = self.spike_stitcher.session_neurons.neuron_mask(
                 session_index, spikes.shape[-1]
@@ -1080,6 +1092,9 @@ class NedsModel(NedsPreTrainedModel):
         else:  # one session: its real neurons are the first n columns
             num_real = self.spike_stitcher.session_neurons.session_neuron_count(batch_session)
             hidden_bins = spike_mask[..., :num_real].all(-1)  # (B, T)
+        if _all_hidden_without_grad(hidden_bins):
+            return self.mask_token.expand(*hidden_bins.shape, -1)  # (B, T, H)
+        spike_counts = spike_counts.masked_fill(spike_mask, 0.0)
         spike_tokens = self.spike_stitcher(spike_counts, session_index, batch_session)
         return torch.where(hidden_bins.unsqueeze(-1), self.mask_token, spike_tokens)
 

@@ -193,8 +193,11 @@ def _check_session_files(folder: Path, row: dict[str, Any], expected_schema: Any
         _check_trials_schema(folder, path, expected_schema)
 
 
-def _check_recorded_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
-    """Each file recorded in the build report still has its size and content hash."""
+def _check_recorded_files(
+    folder: Path, files: dict[str, dict[str, Any]], hash_contents: bool
+) -> None:
+    """Each file recorded in the build report still has its size and (`hash_contents`) its
+    content hash."""
     for relative, record in files.items():
         path = folder / relative
         in_session_folder = relative.startswith((f"{TRIALS_DIR}/", f"{WINDOWS_DIR}/"))
@@ -204,7 +207,7 @@ def _check_recorded_files(folder: Path, files: dict[str, dict[str, Any]]) -> Non
                 f"session {session}: {path} is missing; rebuild the dataset"
             )
         size = path.stat().st_size
-        if size != record["bytes"] or _sha256(path) != record["sha256"]:
+        if size != record["bytes"] or (hash_contents and _sha256(path) != record["sha256"]):
             raise DatasetIntegrityError(
                 f"session {session}: {path} differs from the file written at build time "
                 f"({size} bytes, recorded {record['bytes']}; content hash differs): it was "
@@ -212,11 +215,15 @@ def _check_recorded_files(folder: Path, files: dict[str, dict[str, Any]]) -> Non
             )
 
 
-#: Folders already verified -> their :func:`local_dataset_fingerprint` at the time.
-_VERIFIED: dict[str, str] = {}
+#: The one-file tables of a dataset: config name -> file.
+_TABLE_FILES = {SESSIONS_CONFIG: SESSIONS_FILE, NEURONS_CONFIG: NEURONS_FILE}
+
+#: Folders already verified -> their :func:`local_dataset_fingerprint` at the time and whether
+#: the contents were hashed then.
+_VERIFIED: dict[str, tuple[str, bool]] = {}
 
 
-def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
+def verify_dataset(path: str | os.PathLike, *, hash_contents: bool = True) -> dict[str, Any]:
     """Check a local dataset folder against its sessions table and build report.
 
     Every session of the sessions table must have one Parquet file per non-empty split with
@@ -226,6 +233,11 @@ def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
     :class:`DatasetFolderError` or :class:`DatasetIntegrityError` naming the session and file.
     Returns ``{"sessions": [...], "n_files_hashed": int}``. A folder unchanged since its last
     successful check (same files, sizes and times) is not hashed again.
+
+    ``hash_contents=False`` checks everything above except the content hashes: files are not
+    read beyond their Parquet footers, so the check costs the same whatever the size of the
+    corpus (streaming training's start-up). It catches missing, truncated, replaced and
+    re-typed files, not a same-size change of the bytes.
     """
     folder = check_dataset_folder(path).resolve()
     state = local_dataset_fingerprint(folder)
@@ -238,7 +250,8 @@ def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
             "rebuild the dataset"
         ) from error
     session_ids = [str(row["session_id"]) for row in rows]
-    if _VERIFIED.get(str(folder)) == state:
+    verified = _VERIFIED.get(str(folder))
+    if verified is not None and verified[0] == state and (verified[1] or not hash_contents):
         return {"sessions": session_ids, "n_files_hashed": 0}
     expected_schema = trial_features(load_modalities(folder)).arrow_schema
     for row in rows:
@@ -255,9 +268,9 @@ def verify_dataset(path: str | os.PathLike) -> dict[str, Any]:
                 f"{unknown}; they would be loaded without neurons or normalisation"
             )
     files = report.get("files") or {}
-    _check_recorded_files(folder, files)
-    _VERIFIED[str(folder)] = state
-    return {"sessions": session_ids, "n_files_hashed": len(files)}
+    _check_recorded_files(folder, files, hash_contents)
+    _VERIFIED[str(folder)] = (state, hash_contents)
+    return {"sessions": session_ids, "n_files_hashed": len(files) if hash_contents else 0}
 
 
 def local_dataset_fingerprint(path: str | os.PathLike) -> str:
@@ -304,20 +317,29 @@ def is_local_dataset_path(path: str) -> bool:
     )
 
 
-def _load(path_or_repo: str | os.PathLike, name: str, **kwargs: Any) -> DatasetDict:
-    """One config of a dataset; a local folder is verified first."""
+def _load(
+    path_or_repo: str | os.PathLike, name: str, *, hash_contents: bool = True, **kwargs: Any
+) -> DatasetDict:
+    """One config of a dataset; a local folder is verified first (`hash_contents`: see
+    :func:`verify_dataset`)."""
     import datasets
 
     path = os.fspath(path_or_repo)
+    source: tuple[str, ...] = (path, name)
     if is_local_dataset_path(path):
-        verify_dataset(path)
+        verify_dataset(path, hash_contents=hash_contents)
         if "cache_dir" not in kwargs:
             # kept: datasets 5.2 keys the cache of a local folder with card `configs` by its
             # name and config, not its content (see the module docstring)
             root = os.environ.get("HF_DATASETS_CACHE") or datasets.config.HF_DATASETS_CACHE
             kwargs["cache_dir"] = os.path.join(root, "neds_hf", local_dataset_fingerprint(path))
+        if name in _TABLE_FILES:
+            # the file itself: loading a config of the folder resolves the data files of
+            # every config of the card first (one per session: seconds at 128 sessions)
+            source = ("parquet",)
+            kwargs["data_files"] = {"train": os.path.join(path, _TABLE_FILES[name])}
     try:
-        return datasets.load_dataset(path, name, **kwargs)
+        return datasets.load_dataset(*source, **kwargs)
     except datasets.exceptions.DatasetGenerationError as error:
         cause = error.__cause__ or error
         raise DatasetIntegrityError(
@@ -420,7 +442,8 @@ def load_windows(
 
 
 def load_sessions(path_or_repo: str | os.PathLike, **kwargs: Any):
-    """The sessions table (config ``sessions``) as a ``datasets.Dataset``."""
+    """The sessions table (config ``sessions``) as a ``datasets.Dataset``; ``kwargs`` go to
+    ``datasets.load_dataset``, except ``hash_contents`` (:func:`verify_dataset`)."""
     return _load(path_or_repo, SESSIONS_CONFIG, **kwargs)["train"]
 
 
@@ -430,7 +453,7 @@ def load_neurons(
     """The neurons table (config ``neurons``) as a DataFrame, optionally for some sessions only.
 
     Rows are sorted by (session order, ``neuron_index``); with ``sessions`` given, every
-    session must be present.
+    session must be present. ``kwargs`` as for :func:`load_sessions`.
     """
     table = _load(path_or_repo, NEURONS_CONFIG, **kwargs)["train"].to_pandas()
     if sessions is None:

@@ -71,6 +71,11 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
             ``torch.distributed`` when initialised, else 1 and 0).
         region_column, extra_columns, modalities, table, load_kwargs: as for
             ``NedsTrialDataset`` (``table="windows"`` for a local dataset folder only).
+        hash_contents: hash every file of a local dataset at start-up against its build
+            record (:func:`~neds_hf.data.verify_dataset`). Off by default: streaming is for
+            corpora too large to read before the first step, so start-up checks each file's
+            presence, size, row count and schema (Parquet footers only) and the rows are read
+            when streamed.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
         extra_columns: Sequence[str] = (),
         modalities: Sequence[str] | None = None,
         table: str = "trials",
+        hash_contents: bool = False,
         **load_kwargs: Any,
     ) -> None:
         import datasets
@@ -102,6 +108,7 @@ class NedsStreamingTrials(_TrialsMetadata, IterableDataset):
             load_kwargs,
             modalities,
             table,
+            hash_contents,
         )
         self.num_replicas, self.rank = _world(num_replicas, rank)
         if table == "windows":

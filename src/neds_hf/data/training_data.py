@@ -94,6 +94,7 @@ class _TrialsMetadata:
         load_kwargs: dict[str, Any],
         modalities: Sequence[str] | None = None,
         table: str = "trials",
+        hash_contents: bool = True,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -107,7 +108,8 @@ class _TrialsMetadata:
             raise ValueError(
                 f"unknown extra columns {unknown_columns} of the {table}; use {allowed_extra}"
             )
-        sessions_table = load_sessions(path_or_repo, **load_kwargs)
+        table_kwargs = {**load_kwargs, "hash_contents": hash_contents}  # verify_dataset's
+        sessions_table = load_sessions(path_or_repo, **table_kwargs)
         table_ids = [str(s) for s in sessions_table["session_id"]]
         if sessions is None:
             self.session_ids = table_ids
@@ -122,12 +124,14 @@ class _TrialsMetadata:
         self.normalization = load_normalization(rows)
         self.n_neurons = {row["session_id"]: int(row["n_neurons"]) for row in rows}
 
-        neurons = load_neurons(path_or_repo, self.session_ids, **load_kwargs)
+        neurons = load_neurons(path_or_repo, self.session_ids, **table_kwargs)
         if region_column not in neurons.columns:
             raise KeyError(f"neurons table has no column {region_column!r}")
+        # one pass over the table (a per-session filter would read it once per session)
+        by_session = neurons.groupby("session_id", sort=False)[region_column].agg(list)
         self.neuron_regions: dict[str, list[str]] = {}
         for session_id in self.session_ids:
-            regions = neurons.loc[neurons["session_id"] == session_id, region_column].tolist()
+            regions = by_session.get(session_id, [])
             if len(regions) != self.n_neurons[session_id]:
                 raise ValueError(
                     f"session {session_id}: neurons table has {len(regions)} rows but the "
