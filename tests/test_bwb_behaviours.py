@@ -30,6 +30,10 @@ PAPER = ["spikes", "wheel_speed", "whisker_motion_energy", "choice", "block"]
 # ---------------------------------------------------------------------------------------------
 
 
+#: What a session without a pose table (every hand-made session here) misses: the paw speeds.
+NO_POSE = {"left_paw_speed": 1.0, "right_paw_speed": 1.0}
+
+
 def test_reward_and_stimulus_contrast_classes():
     trials = make_trials(12, np.random.default_rng(1))
     # the shown side's contrast: 0, 0.0625, 0.125, 0.25, 1 -> 0..4; neither side -> missing
@@ -46,6 +50,7 @@ def test_reward_and_stimulus_contrast_classes():
     assert session.missing_fractions() == {
         "stimulus_contrast": pytest.approx(1 / 12),
         "licking_rate": 1.0,
+        **NO_POSE,
     }
 
 
@@ -71,7 +76,7 @@ def test_licking_rate_counts_licks_per_bin():
     np.testing.assert_array_equal(licking[0], expected)
     assert licking[1:].sum() == 0 and licking.dtype == np.float32
     assert "licking_rate" in session.normalization
-    assert session.missing_fractions() == {}
+    assert session.missing_fractions() == NO_POSE
 
 
 def test_a_session_without_licks_is_kept_with_licking_rate_missing():
@@ -83,8 +88,9 @@ def test_a_session_without_licks_is_kept_with_licking_rate_missing():
     assert np.isnan(session.trial_columns()["licking_rate"]).all()
     # no constants from nothing, but listed like in every session
     assert all(np.isnan(v) for v in session.normalization["licking_rate"].values())
-    assert session.missing_fractions() == {"licking_rate": 1.0}
-    assert session.session["normalization"][-1]["modality"] == "licking_rate"
+    assert session.missing_fractions() == {"licking_rate": 1.0, **NO_POSE}
+    licking = [e for e in session.session["normalization"] if e["modality"] == "licking_rate"]
+    assert len(licking) == 1 and np.isnan(licking[0]["mean"])
 
 
 def test_lick_counts_without_licks_are_missing():
@@ -145,7 +151,10 @@ def test_build_keeps_a_session_without_licks_and_reports_it(lick_cache, tmp_path
         for e in json.loads((output / "build_report.json").read_text())["sessions"]
     }
     first, second = lick_cache["eids"]
-    assert entries[second]["missing_modalities"] == {"licking_rate": 1.0}
+    assert entries[second]["missing_modalities"]["licking_rate"] == 1.0
+    # the synthetic pose has occlusions: a few paw-speed bins are missing, nothing else
+    assert set(entries[second]["missing_modalities"]) <= {"licking_rate", *NO_POSE}
+    assert all(entries[second]["missing_modalities"][name] < 0.05 for name in NO_POSE)
     assert "licking_rate" not in entries[first]["missing_modalities"]
     assert load_modalities(output) == [dict(spec) for spec in DATASET_MODALITIES]
     card = (output / "README.md").read_text()
@@ -258,6 +267,8 @@ def test_training_with_the_bwb_behaviours_has_a_finite_loss(synthetic_corpus, tm
         "reward",
         "stimulus_contrast",
         "licking_rate",
+        "left_paw_speed",
+        "right_paw_speed",
     ]
     losses = [e["train/loss"] for e in result.history if "train/loss" in e]
     assert len(losses) == 4 and all(np.isfinite(losses))

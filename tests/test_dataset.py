@@ -243,8 +243,6 @@ def test_trial_dataset_feeds_the_collator(built, cache):
         "whisker_motion_energy",
         "choice",
         "block",
-        "left_paw_speed",
-        "right_paw_speed",
     }
     assert item["spikes"].shape == (dataset.n_neurons[item["session_id"]], 100)
     assert len(dataset.neuron_regions[eids[0]]) == dataset.n_neurons[eids[0]]
@@ -459,7 +457,5 @@ def test_trial_items_follow_the_declared_modalities(built, tmp_path):
         "wheel_speed",
         "whisker_motion_energy",
         "choice",
-        "left_paw_speed",
-        "right_paw_speed",
     }
     assert item["wheel_speed"].dtype == np.float32 and isinstance(item["choice"], int)

@@ -79,14 +79,15 @@ def test_dataset_paw_speeds_follow_the_true_speed(synthetic_corpus):
 
     folder = synthetic_corpus["dataset_dir"]
     names = [m["name"] for m in load_modalities(folder)]
-    assert names[-2:] == ["left_paw_speed", "right_paw_speed"]
+    left = names.index("left_paw_speed")
+    assert names[left : left + 2] == ["left_paw_speed", "right_paw_speed"]
     report = json.loads((folder / "build_report.json").read_text())
     for entry in report["sessions"]:
         missing = entry["missing_modalities"]
         assert set(missing) == {"left_paw_speed", "right_paw_speed"}
         assert all(0 < fraction < 0.1 for fraction in missing.values())
         assert entry["pose"]["source"] == "alf/_ibl_leftCamera.lightningPose.pqt"
-    trials = NedsTrialDataset(folder, "train")
+    trials = NedsTrialDataset(folder, "train", modalities=["left_paw_speed"])
     eid = synthetic_corpus["eids"][0]
     truth = load_pose_truth(synthetic_corpus["cache_dir"], eid)
     rows = [trials[i] for i in range(len(trials)) if trials[i]["session_id"] == eid]
@@ -109,7 +110,9 @@ def test_session_without_pose_is_kept_all_nan_and_reported(tmp_path):
     (entry,) = json.loads((tmp_path / "ds" / "build_report.json").read_text())["sessions"]
     assert entry["missing_modalities"] == {"left_paw_speed": 1.0, "right_paw_speed": 1.0}
     assert entry["pose"]["absent"].startswith("no pose table (alf/leftCamera.lightningPose")
-    item = NedsTrialDataset(tmp_path / "ds", "train")[0]
+    item = NedsTrialDataset(tmp_path / "ds", "train", modalities=["left_paw_speed", "wheel_speed"])[
+        0
+    ]
     assert np.isnan(item["left_paw_speed"]).all() and np.isfinite(item["wheel_speed"]).all()
 
 
@@ -120,7 +123,8 @@ def test_paw_speeds_are_opt_in_for_training():
     default = [m["name"] for m in select_modalities(None, DATASET_MODALITIES, "d")]
     assert default == ["spikes", "wheel_speed", "whisker_motion_energy", "choice", "block"]
     chosen = select_modalities(["spikes", "left_paw_speed"], DATASET_MODALITIES, "d")
-    assert chosen == [{"name": "spikes", "kind": "spikes"}, DATASET_MODALITIES[-2]]
+    left = next(spec for spec in DATASET_MODALITIES if spec["name"] == "left_paw_speed")
+    assert chosen == [{"name": "spikes", "kind": "spikes"}, left]
 
 
 def test_neds_trains_on_paw_speeds_with_missing_bins(synthetic_corpus, tmp_path):
@@ -135,7 +139,10 @@ def test_neds_trains_on_paw_speeds_with_missing_bins(synthetic_corpus, tmp_path)
     args = tiny_args(synthetic_corpus, tmp_path / "run", modalities=modalities, max_steps=6,
                      eval_steps=6, save_steps=6)  # fmt: skip
     result = train(args)
-    assert [m["name"] for m in result.model.config.modalities] == modalities
+    # in the dataset's declared order: spikes, the BrainWideBench behaviours, the paper's
+    assert [m["name"] for m in result.model.config.modalities] == [
+        "spikes", "left_paw_speed", "right_paw_speed", "wheel_speed"
+    ]  # fmt: skip
     paw_losses = [e["train/loss/left_paw_speed"] for e in result.history
                   if "train/loss/left_paw_speed" in e]  # fmt: skip
     assert len(paw_losses) == 6 and np.isfinite(paw_losses).all()

@@ -436,7 +436,7 @@ def test_windows_behaviours_reach_the_model_as_missing_entries(windows_corpus):
     from neds_hf.data.training_data import NedsTrialDataset
 
     declared = load_modalities(windows_corpus["dataset_dir"])
-    assert [spec.get("allow_missing", False) for spec in declared] == [False] + [True] * 7
+    assert [spec.get("allow_missing", False) for spec in declared] == [False] + [True] * 9
     names = [spec["name"] for spec in declared]
     data = NedsTrialDataset(
         windows_corpus["dataset_dir"], "train", table="windows", modalities=names
@@ -477,6 +477,8 @@ def test_pretrain_on_windows_then_finetune_on_trials_with_behaviours(windows_cor
         "reward",
         "stimulus_contrast",
         "licking_rate",
+        "left_paw_speed",
+        "right_paw_speed",
     }
     assert all(spec["allow_missing"] for spec in behaviours)
     windows_scores = pretrained.history[-1]  # validation windows, missing entries skipped
