@@ -94,6 +94,8 @@ def test_final_line_names_the_saved_step():
         "model written to out/model: weights of the best validation step 240 of 400 "
         "(validation score 0.5000)"
     )
+    by_loss = final_message(_result(best_score=-1.25, best_model_metric="loss"))
+    assert "(validation loss 1.2500)" in by_loss
     last = final_message(_result(best_step=None, best_score=None, model_step=400))
     assert "weights of the last step 400" in last
 
@@ -183,6 +185,7 @@ def test_best_model_by_validation_loss(synthetic_corpus, tmp_path):
     best = min(evaluations, key=lambda entry: entry["eval/loss"])
     assert result.best_step == best["step"]
     assert result.best_score == pytest.approx(-best["eval/loss"])
+    assert result.best_model_metric == "loss"
     # the selected model's validation loss is the one recorded for its step
     data = NedsTrialDataset(
         synthetic_corpus["dataset_dir"], "validation", sessions=synthetic_corpus["pretrain_eids"]

@@ -91,6 +91,7 @@ class TrainingResult:
     history: list[dict[str, float]]
     model: NedsForMaskedModeling | None = field(default=None, repr=False)  # this process's copy
     model_step: int | None = None
+    best_model_metric: str = "score"  # "loss": best_score is minus the validation loss
 
 
 def new_trainer_state() -> dict[str, Any]:
@@ -558,4 +559,5 @@ class NedsTrainer:
             history=state["history"],
             model=trained,
             model_step=model_step,
+            best_model_metric=self.args.best_model_metric,
         )
