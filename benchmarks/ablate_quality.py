@@ -37,10 +37,11 @@ from neds_hf.data.build import build_dataset
 from neds_hf.data.load import load_modalities, load_neurons
 from neds_hf.data.synthetic import load_ground_truth, make_synthetic_cache
 from neds_hf.data.training_data import NedsTrialDataset
-from neds_hf.demo import DEMO_MASKING_SCHEMES
-from neds_hf.evaluation import SessionPredictions, evaluate_trials, score_session
+from neds_hf.demo import DEMO_MASKING_SCHEMES, score_baselines
+from neds_hf.evaluation import evaluate_trials
 from neds_hf.modeling_neds import NedsForMaskedModeling
 from neds_hf.training import NedsTrainingArguments, train
+from neds_hf.training.arguments import ARCHITECTURE_FIELDS
 
 #: Columns of the table: metric key -> (header, reference method for the ratio column).
 COLUMNS = {
@@ -50,19 +51,6 @@ COLUMNS = {
     "wheel_speed_r2": ("wheel R²", "linear_decoder"),
     "whisker_motion_energy_r2": ("whisker R²", "linear_decoder"),
 }
-#: Settings that shape a new model: passed to pretraining only (fine-tuning keeps them).
-ARCHITECTURE = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "spike_stitcher_size",
-    "hidden_dropout",
-    "attention_dropout",
-    "attention_dropout_mode",
-    "embedding_dropout",
-    "trial_level_readout",
-)
 #: One factor changed per variant: ``{name: (what it tests, overrides of the default)}``.
 #: Keys ending in ``@pretrain`` / ``@finetune`` apply to that stage only.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -174,21 +162,7 @@ def baseline_scores(args: argparse.Namespace, heldout: list[str], config: Any) -
         )
         linear = fit_linear_baselines(train_arrays, test, modalities, seed=0, poisson_glm=True)
 
-        def encoder(rates: np.ndarray, sid: str = session_id, t: Any = test) -> Any:
-            return SessionPredictions(session_id=sid, spikes=t["spikes"], rates=rates)
-
-        decoder = SessionPredictions(
-            session_id=session_id,
-            spikes=test["spikes"],
-            behavior_targets={name: test[name] for name in linear.decoded},
-            behavior_predictions=dict(linear.decoded),
-        )
-        scores = {
-            "oracle": score_session(config, encoder(oracle), None),
-            "linear_encoder": score_session(config, encoder(linear.encoder_rates), None),
-            "poisson_glm": score_session(config, encoder(linear.glm_rates), None),
-            "linear_decoder": score_session(config, None, decoder),
-        }
+        scores = score_baselines(config, session_id, test, oracle, linear)
         for method, values in scores.items():
             per_session.setdefault(method, []).append(values)
     averaged = {
@@ -234,7 +208,7 @@ def training_arguments(
     for key, value in overrides.items():
         if key == "steps_factor":
             continue
-        if key in ARCHITECTURE and stage != "pretrain":
+        if key in ARCHITECTURE_FIELDS and stage != "pretrain":  # fine-tuning keeps them
             continue
         values[key] = value
     values.update(extra)

@@ -73,6 +73,7 @@ __all__ = [
     "results_tables",
     "run_demo",
     "run_demo_cli",
+    "score_baselines",
     "table_metrics",
 ]
 
@@ -374,7 +375,7 @@ def _train_runs(
     return runs
 
 
-def _score_baselines(
+def score_baselines(
     config: Any,
     session_id: str,
     test: Mapping[str, np.ndarray],
@@ -458,7 +459,7 @@ def _evaluate_methods(
         linear = fit_linear_baselines(train, test, modalities, settings["seed"], poisson_glm=True)
         features[session_id] = neuron_features(train["spikes"], linear.glm)  # (N, F)
         notes.extend(f"session {session_id}: {note}" for note in linear.notes)
-        for key, scores in _score_baselines(config, session_id, test, oracle, linear).items():
+        for key, scores in score_baselines(config, session_id, test, oracle, linear).items():
             baselines.setdefault(key, {})[session_id] = scores
         if not plot_inputs:  # plots show the first held-out session
             plot_inputs = dict(
