@@ -13,7 +13,7 @@ and a run whose file exists is not repeated, so an interrupted grid resumes wher
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/ablate_quality.py --output DIR
 [--variants default,ce_x4,...] [--seeds 2] [--pretrain-steps 400] [--finetune-steps 200]``;
-``--list`` prints the variants.
+``--list`` prints the variants, ``--table-only`` the table of the runs already finished.
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--finetune-steps", type=int, default=200, help="(200)")
     parser.add_argument("--corpus-seed", type=int, default=0, help="corpus seed (0)")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument(
+        "--table-only", action="store_true", help="print the table of the finished runs only"
+    )
     args = parser.parse_args()
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
@@ -304,6 +307,8 @@ def main() -> None:
     for name in args.variants.split(","):
         for seed in range(args.seeds):
             path = results_dir / f"{name}_seed{seed}.json"
+            if args.table_only and not path.is_file():
+                continue
             if not path.is_file():
                 run_start = time.perf_counter()
                 scores = run_variant(args, name, seed, dataset, (pretrain_sessions, heldout))
