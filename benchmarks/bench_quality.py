@@ -6,7 +6,9 @@ pretraining on the other sessions, fine-tuning and from-scratch training on the 
 linear baselines, evaluation) for each held-out session of the rotation and each training seed.
 Prints one table, method x metric, mean ± sd over the runs (each run's average over its
 held-out sessions) and, for the encoding metrics, the fraction of the oracle's score (expected
-counts given the observed behaviour); then the wall time.
+counts given the observed behaviour); then the region probe's Cosmos accuracy on NEDS's
+per-neuron embeddings next to the probe on simple per-neuron features (log rate, Poisson GLM
+weights); then the wall time.
 
 Run: ``python benchmarks/bench_quality.py [--quick] [--rotations 2] [--seeds 3]
 [--pretrain-steps 1500] [--finetune-steps 400] [--output DIR]``. ``--quick`` is a smoke size
@@ -97,6 +99,24 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def region_probe_summary(runs: list[dict[str, Any]], level: str = "region_cosmos") -> list[str]:
+    """One line per region probe of the runs (NEDS embeddings, and the per-neuron-feature
+    baseline): mean ± sd of the cross-validated accuracy at `level`, and chance."""
+    lines = []
+    for name in runs[0]["region_probe"]:
+        probes = [run["region_probe"].get(name, {}).get(level) for run in runs]
+        probes = [probe for probe in probes if probe]
+        if not probes:
+            continue
+        accuracy = np.array([probe["accuracy"] for probe in probes])
+        chance = np.mean([probe["chance_accuracy"] for probe in probes])
+        lines.append(
+            f"- {name}: {level} accuracy {fmt(float(accuracy.mean()))} ± "
+            f"{fmt(float(accuracy.std()))} (chance {fmt(float(chance))}, {len(probes)} runs)"
+        )
+    return lines
+
+
 def main() -> None:
     """Build the corpus, run the rotation x seeds, print the table and the wall time."""
     args = parse_arguments()
@@ -142,6 +162,9 @@ def main() -> None:
     )
     print()
     print(summary_table(runs))
+    print()
+    print("Region probe (linear, 5-fold CV):")
+    print("\n".join(region_probe_summary(runs)))
     print()
     print(f"wall time {time.perf_counter() - start:.0f} s; runs under {work}")
 

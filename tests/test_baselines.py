@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neds_hf.baselines import fit_linear_encoder, fit_logistic_decoder, fit_ridge_decoder
-from neds_hf.metrics import balanced_accuracy, bits_per_spike, r2_flattened
+from neds_hf.baselines import (
+    GLM_L2_GRID,
+    fit_linear_baselines,
+    fit_linear_encoder,
+    fit_logistic_decoder,
+    fit_poisson_glm_encoder,
+    fit_ridge_decoder,
+    neuron_features,
+)
+from neds_hf.metrics import balanced_accuracy, bits_per_spike, r2_flattened, region_probe
 
 NUM_TRIALS, NUM_BINS, NUM_NEURONS = 120, 25, 20
 
@@ -181,3 +189,96 @@ def test_oracle_expected_counts_names_a_missing_ground_truth_array():
     np.testing.assert_array_equal(counts[0, :, 0], truth["expected_counts"][1, 1])
     with pytest.raises(ValueError, match=r"abc.*no 'expected_counts_observed'"):
         oracle_expected_counts(truth, neurons, np.array([1]), array="expected_counts_observed")
+
+
+def make_log_linear_data(seed=0, num_trials=NUM_TRIALS):
+    """Rates exp(linear) in two behaviours plus a choice offset and a time course."""
+    rng = np.random.default_rng(seed)
+    behaviours = rng.normal(size=(num_trials, NUM_BINS, 2))  # (trials, T, 2)
+    choice = rng.integers(0, 2, size=num_trials)
+    weights = rng.normal(0, 0.4, size=(2, NUM_NEURONS))
+    choice_effect = rng.normal(0, 0.3, size=NUM_NEURONS)
+    time_course = 0.5 * np.sin(np.linspace(0, 2 * np.pi, NUM_BINS))[None, :, None]
+    log_rates = behaviours @ weights + choice[:, None, None] * choice_effect + time_course
+    rates = np.exp(log_rates + rng.uniform(-0.5, 0.5, size=NUM_NEURONS))  # (trials, T, N)
+    return behaviours, choice, weights, rates, rng.poisson(rates).astype(np.float64)
+
+
+def test_poisson_glm_recovers_log_linear_rates_and_beats_linear_encoder():
+    behaviours, choice, weights, rates, counts = make_log_linear_data(0)
+    train, test = slice(0, 90), slice(90, None)
+    glm = fit_poisson_glm_encoder(behaviours[train], counts[train], trial_labels=choice[train])
+    assert glm.alpha in GLM_L2_GRID
+    # The behaviour weights (first two design columns, on standardised behaviours) match.
+    scale = behaviours[train].reshape(-1, 2).std(axis=0)[:, None]
+    assert np.corrcoef(glm.coefficients[:2].ravel(), (weights * scale).ravel())[0, 1] > 0.98
+    predicted = glm.predict_rates(behaviours[test], trial_labels=choice[test])
+    assert predicted.shape == counts[test].shape and predicted.min() >= 1e-3
+    oracle = bits_per_spike(rates[test], counts[test], log_input=False)
+    score = bits_per_spike(predicted, counts[test], log_input=False)
+    linear = fit_linear_encoder(
+        behaviours[train], counts[train], trial_labels=choice[train], method="ridge"
+    ).predict_rates(behaviours[test], trial_labels=choice[test])
+    assert score > 0.95 * oracle
+    assert score > bits_per_spike(linear, counts[test], log_input=False) + 0.05
+
+
+def test_poisson_glm_bad_input():
+    behaviours, choice, _, _, counts = make_log_linear_data(1, num_trials=20)
+    with pytest.raises(ValueError, match="l2_grid"):
+        fit_poisson_glm_encoder(behaviours, counts, l2_grid=[])
+    with pytest.raises(ValueError, match="validation_fraction"):
+        fit_poisson_glm_encoder(behaviours, counts, validation_fraction=1.0)
+    with pytest.raises(ValueError, match="does not match"):
+        fit_poisson_glm_encoder(behaviours[:10], counts)
+    glm = fit_poisson_glm_encoder(behaviours, counts, l2_grid=[1e-3])
+    assert glm.alpha == 1e-3
+    with pytest.raises(ValueError, match="trial-label columns"):
+        glm.predict_rates(behaviours, trial_labels=choice)
+
+
+def test_neuron_features_separate_neurons_by_tuning():
+    """Two groups of neurons tuned to different behaviours: a probe on the features (log rate
+    and GLM weights) tells them apart, one on the log rate alone cannot."""
+    rng = np.random.default_rng(3)
+    behaviours = rng.normal(size=(100, NUM_BINS, 2))
+    group = np.repeat([0, 1], NUM_NEURONS // 2)  # (N,)
+    weights = np.zeros((2, NUM_NEURONS))
+    weights[0, group == 0] = 0.5
+    weights[1, group == 1] = 0.5
+    counts = rng.poisson(np.exp(behaviours @ weights)).astype(np.float64)
+    glm = fit_poisson_glm_encoder(behaviours, counts, include_time=False)
+    features = neuron_features(counts, glm)
+    assert features.shape == (NUM_NEURONS, 3)
+    assert region_probe(features, group, n_splits=5)["accuracy"] == 1.0
+    assert region_probe(features[:, :1], group, n_splits=5)["accuracy"] < 0.8
+    with pytest.raises(ValueError, match="neurons"):
+        neuron_features(counts[..., :5], glm)
+
+
+def test_fit_linear_baselines_adds_the_poisson_glm_on_request():
+    behaviours, choice, _, _, counts = make_log_linear_data(2)
+    modalities = [
+        {"name": "a", "kind": "continuous", "trial_level": False},
+        {"name": "b", "kind": "continuous", "trial_level": False},
+        {"name": "choice", "kind": "categorical", "trial_level": True},
+    ]
+
+    def arrays(rows):
+        return {
+            "spikes": counts[rows],
+            "a": behaviours[rows, :, 0],
+            "b": behaviours[rows, :, 1],
+            "choice": choice[rows],
+        }
+
+    plain = fit_linear_baselines(arrays(slice(0, 90)), arrays(slice(90, None)), modalities, 0)
+    assert plain.glm is None and plain.glm_rates is None
+    with_glm = fit_linear_baselines(
+        arrays(slice(0, 90)), arrays(slice(90, None)), modalities, 0, poisson_glm=True
+    )
+    assert with_glm.glm_rates.shape == counts[90:].shape
+    np.testing.assert_allclose(
+        with_glm.glm_rates,
+        with_glm.glm.predict_rates(behaviours[90:], trial_labels=choice[90:, None]),
+    )

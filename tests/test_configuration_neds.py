@@ -117,6 +117,18 @@ def test_json_round_trip(tmp_path):
             {"attention_dropout_mode": "heads"},
             r"attention_dropout_mode must be one of \('keys', 'probabilities'\), got 'heads'",
         ),
+        (
+            {"modality_loss_weights": {"choise": 2.0}},
+            r"modality_loss_weights: unknown modalities \['choise'\]",
+        ),
+        (
+            {"modality_loss_weights": {"choice": -1.0}},
+            r"modality_loss_weights must be finite and >= 0, got \{'choice': -1.0\}",
+        ),
+        (
+            {"trial_level_readout": "pooled"},
+            r"trial_level_readout must be one of \('token', 'token_and_spikes'\), got 'pooled'",
+        ),
     ],
 )
 def test_invalid_configs_name_fields_and_values(overrides, message):
@@ -142,3 +154,18 @@ def test_add_sessions_on_config():
     assert config.session_ids == ["x", "y"]
     with pytest.raises(ValueError, match=r"already known.*\['x'\]"):
         config.add_sessions({"x": 4})
+
+
+def test_loss_weights_and_readout_round_trip(tmp_path):
+    config = NedsConfig(
+        modality_loss_weights={"choice": 4.0, "block": 4},
+        trial_level_readout="token_and_spikes",
+    )
+    assert config.modality_loss_weight("choice") == 4.0
+    assert config.modality_loss_weight("spikes") == 1.0
+    config.save_pretrained(tmp_path)
+    loaded = NedsConfig.from_pretrained(tmp_path)
+    assert loaded.modality_loss_weights == {"choice": 4.0, "block": 4}
+    assert loaded.trial_level_readout == "token_and_spikes"
+    assert NedsConfig().modality_loss_weights is None
+    assert NedsConfig().trial_level_readout == "token"

@@ -9,7 +9,9 @@ import math
 import pytest
 import yaml
 
+from neds_hf.data.load import load_neurons
 from neds_hf.demo import (
+    FEATURE_PROBE_NAME,
     METHODS,
     TABLE_METRICS,
     add_demo_arguments,
@@ -78,6 +80,15 @@ def test_demo_writes_report_with_every_method(demo_run):
         assert isinstance(saved["methods"]["linear_decoder"]["average"][metric], float)
     # the oracle is an upper bound for encoders on the same trials
     assert oracle_bps > saved["methods"]["linear_encoder"]["average"]["bps"]
+    glm = saved["methods"]["poisson_glm"]["average"]
+    assert math.isfinite(glm["bps"]) and glm["bps"] < oracle_bps
+    assert glm["choice_balanced_accuracy"] is None
+    # the region probe's baseline on simple per-neuron features, next to the embeddings'
+    feature_probe = saved["region_probe"][FEATURE_PROBE_NAME]["region_cosmos"]
+    assert 0 <= feature_probe["accuracy"] <= 1
+    heldout_neurons = load_neurons(saved["paths"]["dataset"], heldout)
+    assert feature_probe["n_neurons"] + feature_probe["n_neurons_dropped"] == len(heldout_neurons)
+    assert FEATURE_PROBE_NAME in table
     # methods that do not apply are n/a (null in JSON)
     assert saved["methods"]["oracle"]["average"]["wheel_speed_r2"] is None
     assert saved["methods"]["linear_decoder"]["average"]["bps"] is None

@@ -908,3 +908,35 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(compiled_rates, rates, atol=1e-5, rtol=1e-5)
     for name in grads:
         torch.testing.assert_close(compiled_grads[name], grads[name], atol=1e-5, rtol=1e-4)
+
+
+def test_modality_loss_weights_scale_each_modality_in_the_total_loss(model):
+    batch = make_batch(model.config, [0, 1, 2], seed=4)
+    base = model(**batch)
+    weighted = NedsForMaskedModeling(tiny_config(modality_loss_weights={"choice": 3.0}))
+    weighted.load_state_dict(model.state_dict())
+    weighted.eval()
+    out = weighted(**batch)
+    for name, value in base.modality_losses.items():  # the per-modality means are unweighted
+        torch.testing.assert_close(out.modality_losses[name], value)
+    expected = base.loss + 2.0 * base.modality_losses["choice"]
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_token_and_spikes_readout_adds_the_mean_spike_state_to_trial_level_heads(model):
+    batch = make_batch(model.config, [0, 1, 2], seed=5)
+    readout = NedsForMaskedModeling(tiny_config(trial_level_readout="token_and_spikes"))
+    readout.load_state_dict(model.state_dict())
+    readout.eval()
+    base = model(**batch, output_hidden_states=True)
+    out = readout(**batch)
+    hidden = base.last_hidden_state  # (B, L, H), after the final norm
+    spike_mean = hidden[:, :NUM_BINS].mean(1)  # (B, H)
+    config = model.config
+    start = NUM_BINS + NUM_BINS * len(config.continuous_modalities)
+    for offset, spec in enumerate(config.categorical_modalities):
+        head = model.categorical_heads[spec["name"]]
+        token = hidden[:, start + offset]
+        torch.testing.assert_close(out.behavior_predictions[spec["name"]], head(token + spike_mean))
+        torch.testing.assert_close(base.behavior_predictions[spec["name"]], head(token))
+    torch.testing.assert_close(out.spike_log_rates, base.spike_log_rates)

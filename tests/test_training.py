@@ -81,6 +81,9 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
         ({"batch_sampling": "random"}, r"batch_sampling must be one of"),
         ({"masking_schemes": ["neural=abc"]}, r"not name=probability"),
         ({"freeze_encoder": "all"}, r"freeze_encoder needs a pretrained encoder"),
+        ({"loss_weights": ["choice=x"]}, r"loss_weights entry 'choice=x' is not name=weight"),
+        ({"best_model_metric": "bps"}, r"best_model_metric must be one of"),
+        ({"trial_level_readout": "pooled"}, r"trial_level_readout must be one of"),
     ],
 )
 def test_invalid_arguments_are_reported_together(overrides, message):

@@ -94,6 +94,8 @@ def test_final_line_names_the_saved_step():
         "model written to out/model: weights of the best validation step 240 of 400 "
         "(validation score 0.5000)"
     )
+    by_loss = final_message(_result(best_score=-1.25, best_model_metric="loss"))
+    assert "(validation loss 1.2500)" in by_loss
     last = final_message(_result(best_step=None, best_score=None, model_step=400))
     assert "weights of the last step 400" in last
 
@@ -132,3 +134,63 @@ def test_torch_compile_keeps_the_losses(synthetic_corpus, tmp_path):
     )
     assert len(losses(compiled)) == 3
     assert losses(compiled) == pytest.approx(losses(plain), rel=1e-4)
+
+
+def test_loss_weights_reach_the_model_and_a_finetuned_model_can_change_them(
+    synthetic_corpus, tmp_path
+):
+    weighted = train(
+        tiny_args(synthetic_corpus, tmp_path / "weighted", max_steps=2, loss_weights=["choice=3"])
+    )
+    assert weighted.model.config.modality_loss_weights == {"choice": 3.0}
+    plain = train(tiny_args(synthetic_corpus, tmp_path / "plain", max_steps=2))
+    assert losses(weighted) != pytest.approx(losses(plain), rel=1e-6)
+    finetuned = train(
+        tiny_args(
+            synthetic_corpus,
+            tmp_path / "finetuned",
+            max_steps=1,
+            mode="finetune",
+            sessions=synthetic_corpus["heldout_eids"],
+            model_name_or_path=weighted.model_dir,
+            loss_weights=["block=0.5"],
+        )
+    )
+    assert finetuned.model.config.modality_loss_weights == {"block": 0.5}
+    with pytest.raises(ValueError, match=r"modality_loss_weights: unknown modalities \['pupil'\]"):
+        train(
+            tiny_args(
+                synthetic_corpus,
+                tmp_path / "unknown",
+                max_steps=1,
+                mode="finetune",
+                sessions=synthetic_corpus["heldout_eids"],
+                model_name_or_path=weighted.model_dir,
+                loss_weights=["pupil=2"],
+            )
+        )
+
+
+def test_best_model_by_validation_loss(synthetic_corpus, tmp_path):
+    from neds_hf.data.training_data import NedsTrialDataset
+    from neds_hf.evaluation import validation_loss
+
+    result = train(
+        tiny_args(
+            synthetic_corpus, tmp_path / "loss", max_steps=4, eval_steps=2, best_model_metric="loss"
+        )
+    )
+    evaluations = [entry for entry in result.history if "eval/loss" in entry]
+    assert [entry["step"] for entry in evaluations] == [2, 4]
+    best = min(evaluations, key=lambda entry: entry["eval/loss"])
+    assert result.best_step == best["step"]
+    assert result.best_score == pytest.approx(-best["eval/loss"])
+    assert result.best_model_metric == "loss"
+    # the selected model's validation loss is the one recorded for its step
+    data = NedsTrialDataset(
+        synthetic_corpus["dataset_dir"], "validation", sessions=synthetic_corpus["pretrain_eids"]
+    )
+    trials = [data[i] for i in range(len(data))]
+    assert validation_loss(result.model, trials, data.normalization) == pytest.approx(
+        best["eval/loss"], rel=1e-5
+    )

@@ -31,14 +31,18 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_ALPHAS",
+    "GLM_L2_GRID",
     "LinearBaselinePredictions",
     "LinearEncoder",
     "LogisticDecoder",
+    "PoissonGlmEncoder",
     "RidgeDecoder",
     "fit_linear_baselines",
     "fit_linear_encoder",
     "fit_logistic_decoder",
+    "fit_poisson_glm_encoder",
     "fit_ridge_decoder",
+    "neuron_features",
     "oracle_expected_counts",
     "trials_to_arrays",
 ]
@@ -197,6 +201,29 @@ def _check_encoder_inputs(
     return behaviours, counts
 
 
+def _unfitted_encoder(
+    encoder_class: type[LinearEncoder],
+    behaviours: np.ndarray,
+    counts: np.ndarray,
+    labels: np.ndarray | None,
+    **settings: Any,
+) -> LinearEncoder:
+    """An encoder of `encoder_class` holding the design statistics of the training trials
+    (behaviour mean and scale, label categories, bins) and zero coefficients."""
+    feature_mean = behaviours.reshape(-1, behaviours.shape[-1]).mean(axis=0)  # (B,)
+    feature_scale = behaviours.reshape(-1, behaviours.shape[-1]).std(axis=0)  # (B,)
+    num_neurons = counts.shape[-1]
+    return encoder_class(
+        coefficients=np.zeros((0, num_neurons)),
+        intercept=np.zeros(num_neurons),
+        feature_mean=feature_mean,
+        feature_scale=np.where(feature_scale > 0, feature_scale, 1.0),
+        label_categories=[] if labels is None else [np.unique(column) for column in labels.T],
+        num_bins=counts.shape[1],
+        **settings,
+    )
+
+
 def fit_linear_encoder(
     continuous_behaviours: Any,
     spike_counts: Any,
@@ -230,21 +257,13 @@ def fit_linear_encoder(
         min_rate: predictions are clipped below at this rate.
     """
     behaviours, counts = _check_encoder_inputs(continuous_behaviours, spike_counts, method, rank)
-    num_trials, num_bins, num_neurons = counts.shape
-
-    feature_mean = behaviours.reshape(-1, behaviours.shape[-1]).mean(axis=0)  # (B,)
-    feature_scale = behaviours.reshape(-1, behaviours.shape[-1]).std(axis=0)  # (B,)
-    feature_scale = np.where(feature_scale > 0, feature_scale, 1.0)
-    labels = _labels_2d(trial_labels, num_trials)
-    label_categories = [] if labels is None else [np.unique(column) for column in labels.T]
-
-    encoder = LinearEncoder(
-        coefficients=np.zeros((0, num_neurons)),
-        intercept=np.zeros(num_neurons),
-        feature_mean=feature_mean,
-        feature_scale=feature_scale,
-        label_categories=label_categories,
-        num_bins=num_bins,
+    num_neurons = counts.shape[-1]
+    labels = _labels_2d(trial_labels, counts.shape[0])
+    encoder = _unfitted_encoder(
+        LinearEncoder,
+        behaviours,
+        counts,
+        labels,
         include_time=include_time,
         min_rate=min_rate,
         method=method,
@@ -265,6 +284,149 @@ def fit_linear_encoder(
         encoder.intercept = np.asarray(ridge.intercept_, dtype=np.float64)
         encoder.alpha = float(ridge.alpha_)
     return encoder
+
+
+@dataclass
+class PoissonGlmEncoder(LinearEncoder):
+    """A fitted Poisson GLM encoder: rates ``exp(design @ coefficients + intercept)``.
+
+    Built by :func:`fit_poisson_glm_encoder`; same design matrix as :class:`LinearEncoder`
+    (standardised behaviours, one-hot trial labels, one-hot time bin), log link. ``alpha`` is
+    the selected L2 penalty.
+    """
+
+    def predict_rates(
+        self, continuous_behaviours: Any, trial_labels: Any | None = None
+    ) -> np.ndarray:
+        """Predicted spike rates ``(trials, T, N)``, clipped below at ``min_rate``."""
+        design = self.design_matrix(continuous_behaviours, trial_labels)  # (trials * T, P)
+        log_rates = np.clip(design @ self.coefficients + self.intercept, None, 20.0)
+        rates = np.clip(np.exp(log_rates), self.min_rate, None)  # (trials * T, N)
+        return rates.reshape(-1, self.num_bins, self.intercept.shape[0])
+
+
+#: L2 grid of the Poisson GLM (penalty on the mean per-entry negative log-likelihood).
+GLM_L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def _fit_poisson_weights(
+    design: np.ndarray,
+    counts: np.ndarray,
+    l2: float,
+    start: np.ndarray | None,
+    max_iter: int,
+) -> np.ndarray:
+    """L-BFGS fit of all neurons' weights at once: ``(P + 1, N)``, the intercept last.
+
+    Minimises ``mean(exp(eta) - y * eta) + l2 / 2 * |W|^2`` (intercept unpenalised), with
+    ``eta = design @ W + b``; `design` (S, P), `counts` (S, N).
+    """
+    from scipy.optimize import minimize
+
+    num_samples, num_features = design.shape
+    num_neurons = counts.shape[1]
+    augmented = np.concatenate([design, np.ones((num_samples, 1))], axis=1)  # (S, P + 1)
+    if start is None:
+        start = np.zeros((num_features + 1, num_neurons))
+        start[-1] = np.log(np.maximum(counts.mean(axis=0), 1e-3))
+
+    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        weights = flat.reshape(num_features + 1, num_neurons)
+        eta = np.clip(augmented @ weights, None, 20.0)  # (S, N)
+        rates = np.exp(eta)
+        penalty = weights[:-1]
+        value = (rates - counts * eta).sum() / num_samples + 0.5 * l2 * (penalty**2).sum()
+        gradient = augmented.T @ (rates - counts) / num_samples  # (P + 1, N)
+        gradient[:-1] += l2 * penalty
+        return float(value), gradient.ravel()
+
+    result = minimize(
+        objective, start.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter}
+    )
+    return result.x.reshape(num_features + 1, num_neurons)
+
+
+def fit_poisson_glm_encoder(
+    continuous_behaviours: Any,
+    spike_counts: Any,
+    *,
+    trial_labels: Any | None = None,
+    l2_grid: Sequence[float] = GLM_L2_GRID,
+    validation_fraction: float = 0.2,
+    include_time: bool = True,
+    min_rate: float = 1e-3,
+    max_iter: int = 300,
+) -> PoissonGlmEncoder:
+    """Fit a Poisson GLM (log link) from behaviours to raw spike counts, all neurons at once.
+
+    The encoding baseline a neuroscientist fits first: same inputs as
+    :func:`fit_linear_encoder` (standardised continuous behaviours, one-hot trial labels, a
+    one-hot of the time bin), but a Poisson likelihood on unsmoothed counts. The L2 penalty is
+    chosen from `l2_grid` by the Poisson log-likelihood of the last `validation_fraction` of
+    the trials, then the model is refitted on every trial.
+
+    Args:
+        continuous_behaviours: ``(trials, T)`` or ``(trials, T, B)`` per-bin behaviours.
+        spike_counts: ``(trials, T, N)`` spike counts.
+        trial_labels: optional ``(trials,)`` or ``(trials, L)`` categorical labels.
+        l2_grid: candidate penalties (on the mean per-entry negative log-likelihood).
+        validation_fraction: share of trials (the last ones) that scores each penalty.
+        include_time: add a one-hot of the bin index to the design.
+        min_rate: predictions are clipped below at this rate.
+        max_iter: L-BFGS iterations per fit.
+    """
+    behaviours, counts = _check_encoder_inputs(continuous_behaviours, spike_counts, "ridge", 1)
+    if not l2_grid or min(l2_grid) < 0:
+        raise ValueError(f"l2_grid must be non-empty and >= 0, got {list(l2_grid)}")
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    num_trials, num_bins, num_neurons = counts.shape
+    num_validation = round(num_trials * validation_fraction)
+    if len(l2_grid) > 1 and not 1 <= num_validation < num_trials:
+        raise ValueError(
+            f"{num_trials} trials cannot be split {validation_fraction} for the L2 choice"
+        )
+    labels = _labels_2d(trial_labels, num_trials)
+    encoder = _unfitted_encoder(
+        PoissonGlmEncoder,
+        behaviours,
+        counts,
+        labels,
+        include_time=include_time,
+        min_rate=min_rate,
+        method="poisson_glm",
+        rank=None,
+        alpha=float(l2_grid[0]),
+    )
+    design = encoder.design_matrix(behaviours, labels)  # (trials * T, P)
+    targets = counts.reshape(-1, num_neurons)  # (trials * T, N)
+    if len(l2_grid) > 1:
+        cut = (num_trials - num_validation) * num_bins
+        augmented = np.concatenate([design[cut:], np.ones((design.shape[0] - cut, 1))], axis=1)
+        losses, start = [], None
+        for l2 in sorted(l2_grid, reverse=True):  # strongest first: warm starts loosen
+            start = _fit_poisson_weights(design[:cut], targets[:cut], l2, start, max_iter)
+            eta = np.clip(augmented @ start, None, 20.0)
+            losses.append((float((np.exp(eta) - targets[cut:] * eta).mean()), l2))
+        encoder.alpha = min(losses)[1]
+    weights = _fit_poisson_weights(design, targets, encoder.alpha, None, max_iter)
+    encoder.coefficients, encoder.intercept = weights[:-1], weights[-1]
+    return encoder
+
+
+def neuron_features(spike_counts: Any, encoder: PoissonGlmEncoder) -> np.ndarray:
+    """Simple per-neuron features ``(N, 1 + P)``: log mean count and the GLM's weights.
+
+    The baseline of the region probe: what a probe can read from a neuron without any
+    learned embedding (its firing rate, its tuning to the behaviours and its mean time course).
+    """
+    counts = _float_array(spike_counts, "spike_counts", (3,))  # (trials, T, N)
+    if counts.shape[-1] != encoder.intercept.shape[0]:
+        raise ValueError(
+            f"spike_counts has {counts.shape[-1]} neurons, the encoder {encoder.intercept.shape[0]}"
+        )
+    log_rate = np.log(counts.mean(axis=(0, 1)) + 1e-3)  # (N,)
+    return np.concatenate([log_rate[:, None], encoder.coefficients.T], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +688,9 @@ def oracle_expected_counts(
 class LinearBaselinePredictions:
     """Test-trial predictions of one session's linear baselines.
 
-    ``encoder_rates`` ``(trials, T, N)`` expected counts; ``decoded`` maps a behaviour to its
+    ``encoder_rates`` ``(trials, T, N)`` expected counts of the reduced-rank encoder, and
+    ``glm_rates`` those of the Poisson GLM (with the fitted ``glm``) when it was fitted;
+    ``decoded`` maps a behaviour to its
     prediction (continuous ``(trials, T)`` in physical units, categorical ``(trials,)``
     labels), without the behaviours a decoder could not be fitted for; ``notes`` say why.
     """
@@ -534,6 +698,8 @@ class LinearBaselinePredictions:
     encoder_rates: np.ndarray
     decoded: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    glm_rates: np.ndarray | None = None
+    glm: PoissonGlmEncoder | None = None
 
 
 def _fill_missing(
@@ -574,16 +740,19 @@ def fit_linear_baselines(
     test: Mapping[str, np.ndarray],
     modalities: Sequence[Mapping[str, Any]],
     seed: int,
+    poisson_glm: bool = False,
 ) -> LinearBaselinePredictions:
     """Fit the reduced-rank encoder and the ridge / logistic decoders on one session's train
     trials (arrays of :func:`trials_to_arrays`) and predict its test trials.
 
     The encoder maps the continuous behaviours (and the trial-level labels, unless the test
     trials hold a label value the training trials lack) to counts; each continuous behaviour
-    gets a ridge decoder, each trial-level label a logistic decoder. A decoder that cannot be
-    fitted (e.g. one class in the training trials) is reported in the notes and left out.
-    Missing entries of a behaviour with ``allow_missing`` are filled with its train mean for
-    the encoder and left out of its decoder's training trials (both noted); scoring skips them.
+    gets a ridge decoder, each trial-level label a logistic decoder. With `poisson_glm`, a
+    Poisson GLM encoder (:func:`fit_poisson_glm_encoder`) on the same inputs too. A decoder
+    that cannot be fitted (e.g. one class in the training trials) is reported in the notes
+    and left out. Missing entries of a behaviour with ``allow_missing`` are filled with its
+    train mean for the encoders and left out of its decoder's training trials (both noted);
+    scoring skips them.
     """
     specs = {s["name"]: s for s in modalities}
     continuous = [s["name"] for s in modalities if s["kind"] == "continuous"]
@@ -603,18 +772,20 @@ def fit_linear_baselines(
         )
         labels_train = labels_test = None
     filled = [_fill_missing(specs[n], train[n], test[n], notes) for n in continuous]
+    behaviours_train = np.stack([pair[0] for pair in filled], axis=-1)  # (n, T, B)
+    behaviours_test = np.stack([pair[1] for pair in filled], axis=-1)  # (n', T, B)
     encoder = fit_linear_encoder(
-        np.stack([pair[0] for pair in filled], axis=-1),  # (n, T, B)
-        train["spikes"],
-        trial_labels=labels_train,
-        method="rrr",
+        behaviours_train, train["spikes"], trial_labels=labels_train, method="rrr"
     )
     result = LinearBaselinePredictions(
-        encoder_rates=encoder.predict_rates(
-            np.stack([pair[1] for pair in filled], axis=-1), labels_test
-        ),  # (n, T, N)
+        encoder_rates=encoder.predict_rates(behaviours_test, labels_test),  # (n, T, N)
         notes=notes,
     )
+    if poisson_glm:
+        result.glm = fit_poisson_glm_encoder(
+            behaviours_train, train["spikes"], trial_labels=labels_train
+        )
+        result.glm_rates = result.glm.predict_rates(behaviours_test, labels_test)  # (n, T, N)
     for name in continuous:
         rows = _present_rows(specs[name], train[name], "ridge", notes)
         if rows.sum() < 2:

@@ -7,6 +7,7 @@ to a checkpoint and loaded with ``trust_remote_code=True`` where neds_hf is not 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import field
 from typing import Any, ClassVar
@@ -35,6 +36,8 @@ BEHAVIOR_NORMALIZATIONS = ("minmax", "zscore", "none")
 #: through the attention mask; ``"probabilities"`` drops attention probabilities (the reference's
 #: way), through the attention kernel's own ``dropout_p``.
 ATTENTION_DROPOUT_MODES = ("keys", "probabilities")
+#: What the heads of trial-level categorical modalities read (``NedsConfig.trial_level_readout``).
+TRIAL_LEVEL_READOUTS = ("token", "token_and_spikes")
 
 #: NEDS multi-task masking schemes (sampled per trial by the collator).
 NEDS_SCHEMES = ("neural", "behavior", "within_spikes", "within_behavior", "cross_modal")
@@ -246,6 +249,15 @@ class NedsConfig(PreTrainedConfig):
             because min-max scaling squeezes heavy-tailed wheel speed near 0 and makes the
             behaviour losses ~100x smaller than the spike loss; on the synthetic corpus it
             lifts decoding R² from ~0 to ~0.7-0.9 at equal steps (see the README).
+        trial_level_readout: what the head of a trial-level categorical modality reads:
+            ``"token"`` (default): the final state of its own token(s);
+            ``"token_and_spikes"``: that plus the mean final state of the spike tokens (a
+            direct path from the population activity to the label).
+        modality_loss_weights: ``{modality name: weight}`` multiplying that modality's mean
+            loss in the total training loss (every modality not named weighs 1; `None`: all
+            1). Each modality's loss is already a mean over its scored entries, so a
+            trial-level cross-entropy on one token and a Poisson NLL over N x T counts start
+            on an equal footing; a weight shifts the balance further.
     """
 
     model_type: ClassVar[str] = "neds"
@@ -276,6 +288,8 @@ class NedsConfig(PreTrainedConfig):
     causal_mask_ratio: float | int = 0.6
     masking_schemes: dict[str, float] | None = None
     behavior_normalization: str = "zscore"
+    trial_level_readout: str = "token"
+    modality_loss_weights: dict[str, float] | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.modalities = [
@@ -294,6 +308,8 @@ class NedsConfig(PreTrainedConfig):
             *self._rate_errors(),
             *self._modality_errors(),
             *self._masking_errors(),
+            *self._loss_weight_errors(),
+            *self._readout_errors(),
         ]
         if errors:
             raise ValueError("Invalid NedsConfig: " + "; ".join(errors))
@@ -361,6 +377,37 @@ class NedsConfig(PreTrainedConfig):
                 f"{self.behavior_normalization!r}"
             )
         return errors
+
+    def _loss_weight_errors(self) -> list[str]:
+        """Loss weights name known modalities and are finite and >= 0."""
+        if self.modality_loss_weights is None:
+            return []
+        errors: list[str] = []
+        names = [spec["name"] for spec in self.modalities]
+        unknown = sorted(set(self.modality_loss_weights) - set(names))
+        if unknown:
+            errors.append(f"modality_loss_weights: unknown modalities {unknown}; known: {names}")
+        bad = {
+            name: weight
+            for name, weight in self.modality_loss_weights.items()
+            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0)
+        }
+        if bad:
+            errors.append(f"modality_loss_weights must be finite and >= 0, got {bad}")
+        return errors
+
+    def _readout_errors(self) -> list[str]:
+        """A known trial-level readout."""
+        if self.trial_level_readout not in TRIAL_LEVEL_READOUTS:
+            return [
+                f"trial_level_readout must be one of {TRIAL_LEVEL_READOUTS}, got "
+                f"{self.trial_level_readout!r}"
+            ]
+        return []
+
+    def modality_loss_weight(self, name: str) -> float:
+        """Weight of modality `name`'s mean loss in the total loss (1 unless set)."""
+        return float((self.modality_loss_weights or {}).get(name, 1.0))
 
     def _masking_errors(self) -> list[str]:
         """Prompt schemes when prompting; known, positive-sum, satisfiable masking schemes."""
@@ -491,6 +538,7 @@ __all__ = [
     "MODALITY_KINDS",
     "MTM_SCHEMES",
     "NEDS_SCHEMES",
+    "TRIAL_LEVEL_READOUTS",
     "NedsConfig",
     "allows_missing",
     "check_declared_modalities",

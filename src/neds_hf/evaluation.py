@@ -86,6 +86,7 @@ __all__ = [
     "run_region_probe",
     "score_session",
     "trial_conditions",
+    "validation_loss",
 ]
 
 PROTOCOL_ENCODING = "encoding"
@@ -490,6 +491,43 @@ def mtm_task_scores(
     scores[f"{task}_r2_psth"] = r2_psth(rates, spikes, conditions)
     scores[f"{task}_r2_trial"] = r2_flattened(rates, spikes)
     return scores
+
+
+def validation_loss(
+    model: NedsForMaskedModeling,
+    trials: Iterable[Mapping[str, Any]],
+    normalization: Mapping[str, Any] | None = None,
+    batch_size: int = 64,
+) -> float:
+    """Masked-modelling loss of the encoding and decoding protocols, mean over the trials and
+    the two protocols (the model's weighted total loss; lower is better).
+
+    The deterministic counterpart of the training loss, used to pick the best checkpoint with
+    ``best_model_metric="loss"``: unlike balanced accuracies on a few dozen validation trials
+    it moves smoothly with the model.
+    """
+    grouped = _grouped_trials_to_evaluate(
+        model.config, trials, (PROTOCOL_ENCODING, PROTOCOL_DECODING), "validation"
+    )
+    was_training = model.training
+    model.eval()
+    totals = {PROTOCOL_ENCODING: 0.0, PROTOCOL_DECODING: 0.0}
+    count = 0
+    try:
+        with torch.no_grad():
+            for session_trials in grouped.values():
+                count += len(session_trials)
+                for protocol in totals:
+                    collator = DataCollatorForNedsMasking(
+                        model.config, eval_protocol=protocol, normalization=normalization
+                    )
+                    for start in range(0, len(session_trials), batch_size):
+                        chunk = session_trials[start : start + batch_size]
+                        inputs = {k: v.to(model.device) for k, v in collator(chunk).items()}
+                        totals[protocol] += float(model(**inputs).loss) * len(chunk)
+    finally:
+        model.train(was_training)
+    return float(np.mean([total / count for total in totals.values()]))
 
 
 def average_score(scores: Mapping[str, float]) -> float:

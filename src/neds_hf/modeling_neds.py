@@ -1242,7 +1242,8 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
 
     Losses (only where the target masks are set; padded neurons never count): Poisson NLL on
     spike log-rates, MSE on continuous behaviours, cross-entropy on categorical ones. The total
-    loss is the sum of the per-modality means.
+    loss is the sum of the per-modality means, each times its
+    ``config.modality_loss_weight`` (1 by default).
     """
 
     def __init__(self, config: NedsConfig):
@@ -1331,7 +1332,12 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 behavior_valid,
             )
             modality_losses = self._losses(spike_log_rates, behavior_predictions, targets)
-            loss = torch.stack(list(modality_losses.values())).sum()
+            loss = torch.stack(
+                [
+                    self.config.modality_loss_weight(name) * value
+                    for name, value in modality_losses.items()
+                ]
+            ).sum()
 
         output = NedsMaskedModelingOutput(
             loss=loss,
@@ -1356,8 +1362,9 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         config = self.config
         num_bins = config.num_time_bins
         start = int(config.use_prompt)
+        spike_hidden = hidden[:, start : start + num_bins]  # (B, T, H)
         spike_log_rates = self.spike_readout(
-            hidden[:, start : start + num_bins], session_index, num_neurons, batch_session
+            spike_hidden, session_index, num_neurons, batch_session
         )  # (B, T, N)
         start += num_bins
         behavior_predictions: dict[str, torch.Tensor] = {}
@@ -1371,6 +1378,8 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 ).squeeze(-1)  # (B, T)
             elif spec["trial_level"]:
                 pooled = modality_hidden.mean(1)  # (B, H)
+                if config.trial_level_readout == "token_and_spikes":
+                    pooled = pooled + spike_hidden.mean(1)  # (B, H)
                 behavior_predictions[spec["name"]] = self.categorical_heads[spec["name"]](pooled)
             else:
                 behavior_predictions[spec["name"]] = self.categorical_heads[spec["name"]](

@@ -425,7 +425,9 @@ def demo_findings(
             f"fine-tuned: {fmt(neds[metric])} / {fmt(oracle[metric])} = "
             f"{fmt(100 * fraction, 1)} %."
         )
-    for other in ("neds_scratch", "linear_encoder", "linear_decoder"):
+    for other in ("neds_scratch", "linear_encoder", "poisson_glm", "linear_decoder"):
+        if other not in methods:  # results written before the method existed
+            continue
         values = methods[other]["average"]
         for metric, label in columns.items():
             if math.isfinite(values.get(metric, float("nan"))):
@@ -484,7 +486,8 @@ def _demo_runs_section(results: Mapping[str, Any]) -> list[str]:
         "## Region probe",
         "",
         "Linear classifier, 5-fold cross-validation, on per-neuron embeddings (stitcher input "
-        "and readout vectors); chance is the majority-class fraction.",
+        "and readout vectors) and, as their baseline, on simple per-neuron features (log mean "
+        "count and Poisson GLM weights); chance is the majority-class fraction.",
         "",
     ]
     for name, levels in results["region_probe"].items():

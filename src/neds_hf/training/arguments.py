@@ -23,6 +23,7 @@ from ..configuration_neds import IBL_MODALITIES, NedsConfig
 
 __all__ = [
     "ARCHITECTURE_FIELDS",
+    "BEST_MODEL_METRICS",
     "CONFIG_ARGUMENT_FIELDS",
     "DATASET_CONFIGS",
     "FREEZE_MODES",
@@ -45,6 +46,9 @@ FREEZE_MODES = ("none", "warmup", "all")
 #: :func:`bwb_behavior_names`) and ``all`` (every modality the dataset declares).
 MODALITY_SETS = ("paper", "bwb", "all")
 SAMPLING_MODES = ("mixed", "single_session")
+#: What selects the best checkpoint: the mean validation score (bits per spike, R², balanced
+#: accuracies) or the validation loss of the two evaluation protocols (lower is better).
+BEST_MODEL_METRICS = ("score", "loss")
 MODES = ("pretrain", "finetune")
 #: Rows a run trains on: trial-aligned rows (config ``all``) or continuous windows.
 DATASET_CONFIGS = ("trials", "windows")
@@ -58,7 +62,9 @@ CONFIG_ARGUMENT_FIELDS = (
     "spike_stitcher_size",
     "hidden_dropout",
     "attention_dropout",
+    "attention_dropout_mode",
     "embedding_dropout",
+    "trial_level_readout",
     "mask_ratio",
 )
 #: Arguments that only shape a new model (a pretrained one brings its own).
@@ -162,6 +168,13 @@ class NedsTrainingArguments(_ConfigArguments):
         default=None,
         metadata={"help": "zscore, minmax or none (default: zscore, or the pretrained model's)."},
     )
+    loss_weights: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "modality=weight pairs multiplying that modality's mean loss, e.g. "
+            "choice=2 (default: every modality 1, or the pretrained model's)."
+        },
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata={"help": "Recompute activations in the backward pass (less memory, slower)."},
@@ -246,6 +259,13 @@ class NedsTrainingArguments(_ConfigArguments):
     save_total_limit: int = field(
         default=2, metadata={"help": "Checkpoints kept (the newest ones; 0 = all)."}
     )
+    best_model_metric: str = field(
+        default="score",
+        metadata={
+            "help": "score (mean validation score) or loss (validation loss of the encoding "
+            "and decoding protocols) selects the best checkpoint."
+        },
+    )
     early_stopping_patience: int = field(
         default=0, metadata={"help": "Stop after N evaluations without improvement (0 = off)."}
     )
@@ -284,6 +304,7 @@ class NedsTrainingArguments(_ConfigArguments):
             ("dataset_config", self.dataset_config, DATASET_CONFIGS),
             ("freeze_encoder", self.freeze_encoder, FREEZE_MODES),
             ("batch_sampling", self.batch_sampling, SAMPLING_MODES),
+            ("best_model_metric", self.best_model_metric, BEST_MODEL_METRICS),
             ("report_to", self.report_to, ("tensorboard", "none")),
             ("normalization_method", self.normalization_method, (None, "minmax", "zscore", "none")),
         ):
@@ -377,6 +398,7 @@ class NedsTrainingArguments(_ConfigArguments):
         """What NedsConfig itself refuses in the model arguments (sizes, dropouts, schemes)."""
         try:
             schemes = self.scheme_probabilities()
+            self.modality_loss_weights()
         except ValueError as error:
             return [str(error)]
         values = {name: getattr(self, name) for name in CONFIG_ARGUMENT_FIELDS}
@@ -391,18 +413,27 @@ class NedsTrainingArguments(_ConfigArguments):
 
     def scheme_probabilities(self) -> dict[str, float] | None:
         """`masking_schemes` as ``{name: probability}`` (None: the config's default)."""
-        if self.masking_schemes is None:
-            return None
-        parsed = {}
-        for entry in self.masking_schemes:
-            name, _, value = str(entry).partition("=")
-            try:
-                parsed[name.strip()] = float(value) if value else 1.0
-            except ValueError:
-                raise ValueError(
-                    f"masking_schemes entry {entry!r} is not name=probability"
-                ) from None
-        return parsed
+        return _name_value_pairs(self.masking_schemes, "masking_schemes", "probability")
+
+    def modality_loss_weights(self) -> dict[str, float] | None:
+        """`loss_weights` as ``{modality: weight}`` (None: the config's default)."""
+        return _name_value_pairs(self.loss_weights, "loss_weights", "weight")
+
+
+def _name_value_pairs(
+    entries: Sequence[str] | None, argument: str, value_name: str
+) -> dict[str, float] | None:
+    """``name=value`` entries of a list argument as ``{name: float}`` (a bare name is 1)."""
+    if entries is None:
+        return None
+    parsed = {}
+    for entry in entries:
+        name, _, value = str(entry).partition("=")
+        try:
+            parsed[name.strip()] = float(value) if value else 1.0
+        except ValueError:
+            raise ValueError(f"{argument} entry {entry!r} is not name={value_name}") from None
+    return parsed
 
 
 def bwb_behavior_names() -> list[str]:

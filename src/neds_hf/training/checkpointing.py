@@ -96,6 +96,11 @@ def run_fingerprint(
         fingerprint["streaming"] = {"shuffle_buffer_size": args.shuffle_buffer_size}
     if args.dataset_config != "trials":  # absent for trials, as in earlier checkpoints
         fingerprint["dataset_config"] = args.dataset_config
+    # present only when set, so checkpoints of runs that predate them keep their fingerprint
+    if args.loss_weights is not None:
+        fingerprint["loss_weights"] = list(args.loss_weights)
+    if args.best_model_metric != "score":
+        fingerprint["best_model_metric"] = args.best_model_metric
     fingerprint["model_config_sha"] = _config_digest(config)
     return fingerprint
 

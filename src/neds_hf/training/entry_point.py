@@ -34,10 +34,12 @@ def push_trained_model(args: NedsTrainingArguments, result: TrainingResult) -> A
 def final_message(result: TrainingResult) -> str:
     """The closing line: where the model is and which step's weights it holds."""
     if result.best_step is not None and result.model_step == result.best_step:
-        which = (
-            f"the best validation step {result.best_step} of {result.global_step} "
-            f"(validation score {result.best_score:.4f})"
+        criterion = (
+            f"validation loss {-result.best_score:.4f}"
+            if result.best_model_metric == "loss"
+            else f"validation score {result.best_score:.4f}"
         )
+        which = f"the best validation step {result.best_step} of {result.global_step} ({criterion})"
     else:
         which = f"the last step {result.global_step} (no validation score selected a best step)"
     return f"model written to {result.model_dir}: weights of {which}"

@@ -91,6 +91,7 @@ class TrainingResult:
     history: list[dict[str, float]]
     model: NedsForMaskedModeling | None = field(default=None, repr=False)  # this process's copy
     model_step: int | None = None
+    best_model_metric: str = "score"  # "loss": best_score is minus the validation loss
 
 
 def new_trainer_state() -> dict[str, Any]:
@@ -415,19 +416,21 @@ class NedsTrainer:
         """Validation score of the current model (main process), shared with every process."""
         from accelerate.utils import broadcast_object_list
 
-        from ..evaluation import evaluate_trials
+        from ..evaluation import evaluate_trials, validation_loss
 
         score = None
         if self.is_main:
-            report = evaluate_trials(
-                self.accelerator.unwrap_model(self.model),
-                self.eval_trials,
+            model = self.accelerator.unwrap_model(self.model)
+            common = dict(
                 normalization=self.eval_data.normalization,
                 batch_size=self.args.per_device_eval_batch_size,
-                split="validation",
             )
+            report = evaluate_trials(model, self.eval_trials, split="validation", **common)
             score = report.average["avg"]
             record = {f"eval/{k}": v for k, v in report.average.items()}
+            if self.args.best_model_metric == "loss":
+                record["eval/loss"] = validation_loss(model, self.eval_trials, **common)
+                score = -record["eval/loss"]  # selection keeps the highest score
             self.accelerator.log(record, step=self.state["global_step"])
             self.state["history"].append({**record, "step": self.state["global_step"]})
         shared = [score]
@@ -561,4 +564,5 @@ class NedsTrainer:
             history=state["history"],
             model=trained,
             model_step=model_step,
+            best_model_metric=self.args.best_model_metric,
         )

@@ -225,6 +225,7 @@ def build_config(args: Any, sessions: Mapping[str, int]) -> NedsConfig:
     values.update(
         masking_schemes=args.scheme_probabilities(),
         behavior_normalization=args.normalization_method or NedsConfig.behavior_normalization,
+        modality_loss_weights=args.modality_loss_weights(),
     )
     if args.spike_only:
         return NedsConfig.for_mtm(dict(sessions), **values)
@@ -254,6 +255,13 @@ def _load_pretrained(args: Any, dataset_sessions: Mapping[str, int]) -> tuple[An
     if args.masking_schemes is not None:
         model.config.masking_schemes = args.scheme_probabilities()
     model.config.mask_ratio = args.mask_ratio
+    if args.loss_weights is not None:
+        # checked as a whole configuration, so an unknown modality is refused by name
+        NedsConfig(
+            modalities=model.config.modalities,
+            modality_loss_weights=args.modality_loss_weights(),
+        )
+        model.config.modality_loss_weights = args.modality_loss_weights()
     pretrained_normalization = model.config.behavior_normalization
     if args.normalization_method and args.normalization_method != pretrained_normalization:
         logger.warning(
