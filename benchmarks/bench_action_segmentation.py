@@ -4,7 +4,8 @@ Not a test: it trains several models and takes minutes. Two experiments:
 
 * ``compare`` (default): on the same synthetic corpus (4 training sessions with sparse 50-frame
   labelled bouts, 2 fully labelled held-out test sessions), the same TCN (32 channels, 2
-  layers, 4 lags, velocity + z-score, Adam lr 1e-3, chunks of 500, batch 8, same epochs),
+  layers, 4 lags, velocity + z-score, Adam lr 1e-3, chunks of 500, same epochs; batch 4 =
+  neds_hf's default, 8 for lightning-action),
   trains neds_hf (its default: one whole training session held out for validation; and
   validation blocks of 10 % at the end of every training session, which leaves it the share
   of labelled frames lightning-action trains on with its 90/10 chunk split) and
