@@ -307,6 +307,45 @@ def test_prepare_data_cli(cache, tmp_path, capsys):
     assert len(packaged_eids("neds_pretrain")) == 74 and len(packaged_eids("neds_heldout")) == 10
 
 
+def test_named_session_lists(tmp_path, capsys):
+    """`--session-list NAME` selects the shipped lists, the Brain-Wide Map release tag (online
+    only, a clear error offline) and BrainWideBench's evaluation recordings."""
+    from neds_hf.data.cli_prepare import BRAIN_WIDE_MAP_TAG, session_list_eids
+
+    cache = str(tmp_path / "cache")
+    assert session_list_eids("repeated_site", cache, online=False) == packaged_eids("repeated_site")
+    with pytest.raises(ValueError, match=f"--tag {BRAIN_WIDE_MAP_TAG} needs the IBL server"):
+        session_list_eids("brain_wide_map", cache, online=False)
+    parser = add_prepare_data_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--cache-dir", cache, "--session-list", "brain_wide_map", "--output", str(tmp_path / "o")]
+    )
+    assert run_prepare_data(args) == 1
+    assert "--online" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--cache-dir", cache, "--session-list", "bwm", "--output", "o"])
+    with pytest.raises(SystemExit):  # one way of naming the sessions at a time
+        parser.parse_args(
+            [
+                "--cache-dir",
+                cache,
+                "--session-list",
+                "repeated_site",
+                "--eids",
+                "x",
+                "--output",
+                "o",
+            ]
+        )
+    pytest.importorskip("ibl_bwb_eval")
+    bwb_eval = session_list_eids("bwb_eval", cache, online=False)
+    # the 29 BrainWideBench evaluation recordings; one of them is a repeated-site session
+    assert len(bwb_eval) == len(set(bwb_eval)) == 29
+    assert set(bwb_eval) & set(packaged_eids("repeated_site")) == {
+        "0802ced5-33a3-405e-8336-b65ebc5cb07c"
+    }
+
+
 def test_push_dataset_to_hub_uploads_the_folder(built, monkeypatch):
     output, _ = built
     calls = []

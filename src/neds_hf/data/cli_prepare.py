@@ -27,8 +27,10 @@ from .schema import BUILD_REPORT_FILE
 from .windows import WINDOW_MODES, WindowConfig
 
 __all__ = [
+    "BRAIN_WIDE_MAP_TAG",
     "EIDS_DIR",
     "PACKAGED_EID_LISTS",
+    "SESSION_LISTS",
     "add_prepare_data_arguments",
     "eids_for_tag",
     "main",
@@ -36,6 +38,7 @@ __all__ = [
     "packaged_eids_file",
     "read_eids_file",
     "run_prepare_data",
+    "session_list_eids",
 ]
 
 #: Public IBL session-id lists shipped with the package (``src/neds_hf/data/eids/<name>_eids.txt``).
@@ -56,6 +59,35 @@ def packaged_eids(name: str) -> list[str]:
     return read_eids_file(packaged_eids_file(name))
 
 
+#: IBL release tag of the first public Brain-Wide Map data release (459 sessions, 699 probes).
+#: Later BWM tags (re-sorts, patches) are selected with ``--tag``.
+BRAIN_WIDE_MAP_TAG = "2022_Q4_IBL_et_al_BWM"
+
+#: Session lists selectable by name (``prepare-data --session-list NAME``): the shipped lists,
+#: the Brain-Wide Map (its release tag, looked up on the IBL server) and the BrainWideBench
+#: evaluation recordings (the list shipped in ``ibl-bwb-eval``).
+SESSION_LISTS = (*PACKAGED_EID_LISTS, "brain_wide_map", "bwb_eval")
+
+
+def session_list_eids(name: str, cache_dir: str, online: bool) -> list[str]:
+    """Session ids of a named list of :data:`SESSION_LISTS`. ``brain_wide_map`` needs the IBL
+    server (``online``); ``bwb_eval`` needs ``ibl-bwb-eval`` installed."""
+    if name in PACKAGED_EID_LISTS:
+        return packaged_eids(name)
+    if name == "brain_wide_map":
+        return eids_for_tag(BRAIN_WIDE_MAP_TAG, cache_dir, online)
+    if name == "bwb_eval":
+        try:
+            from ibl_bwb_eval import EVAL_RECORDING_IDS
+        except ImportError as error:
+            raise ValueError(
+                "--session-list bwb_eval reads the list shipped in ibl-bwb-eval: "
+                "pip install --no-deps ibl-bwb-eval==0.1.0"
+            ) from error
+        return read_eids_file(EVAL_RECORDING_IDS)
+    raise ValueError(f"unknown session list {name!r}; expected one of {SESSION_LISTS}")
+
+
 def add_prepare_data_arguments(
     parser: argparse.ArgumentParser, eids_required: bool = True
 ) -> argparse.ArgumentParser:
@@ -74,6 +106,13 @@ def add_prepare_data_arguments(
     selection.add_argument("--eids", nargs="+", metavar="ID", help="session ids")
     selection.add_argument("--eids-file", metavar="F", help="text file, one session id per line")
     selection.add_argument("--tag", metavar="TAG", help="IBL release tag (needs --online)")
+    selection.add_argument(
+        "--session-list",
+        choices=SESSION_LISTS,
+        help="a named session list: the shipped repeated_site / neds_pretrain / neds_heldout "
+        f"lists, brain_wide_map (release tag {BRAIN_WIDE_MAP_TAG}, needs --online) or bwb_eval "
+        "(BrainWideBench's evaluation recordings, from ibl-bwb-eval)",
+    )
     parser.add_argument("--output", required=True, help="output dataset directory")
     _add_preprocessing_arguments(parser)
     _add_engine_arguments(parser)
@@ -254,8 +293,10 @@ def run_prepare_data(args: argparse.Namespace) -> int:
             eids = read_eids_file(args.eids_file)
         elif args.tag:
             eids = eids_for_tag(args.tag, args.cache_dir, args.online)
+        elif args.session_list:
+            eids = session_list_eids(args.session_list, args.cache_dir, args.online)
         else:
-            raise ValueError("give the sessions with --eids, --eids-file or --tag")
+            raise ValueError("give the sessions with --eids, --eids-file, --tag or --session-list")
         config = PreprocessingConfig(
             window=tuple(args.window),
             bin_size=args.bin_size,
