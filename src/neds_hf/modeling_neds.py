@@ -1332,13 +1332,7 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                 behavior_valid,
             )
             modality_losses = self._losses(spike_log_rates, behavior_predictions, targets)
-            loss = torch.stack(
-                [
-                    self.config.modality_loss_weight(name) * value
-                    for name, value in modality_losses.items()
-                ]
-            ).sum()
-
+            loss = self._weighted_loss(modality_losses)
         output = NedsMaskedModelingOutput(
             loss=loss,
             modality_losses=modality_losses,
@@ -1349,6 +1343,14 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
             attentions=outputs.attentions,
         )
         return output if return_dict else output.to_tuple()  # to_tuple drops the None fields
+
+    def _weighted_loss(self, modality_losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The total loss: each modality's loss times its weight (``modality_loss_weight``)."""
+        weighted = [
+            self.config.modality_loss_weight(name) * value
+            for name, value in modality_losses.items()
+        ]
+        return torch.stack(weighted).sum()
 
     def _predict(
         self,

@@ -154,18 +154,7 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
         )
         probes.append(probe)
         per_probe_truth.append(truth)
-    oracle_rng = np.random.default_rng([spec.seed, spec.index, 20240507])
-    for truth in per_probe_truth:
-        truth["expected_observed"] = observed_expected_counts(
-            oracle_rng,
-            trials,
-            covariates,
-            latent_mixing,
-            preset.latent_noise,
-            truth,
-            dt,
-            signals.get("actions"),
-        )
+    _add_observed_oracle(spec, trials, latent_mixing, per_probe_truth, signals)
     ground_truth = _ground_truth(spec, identity, trials, per_probe_truth, signals, centres)
     info = _session_info(spec, identity, n_grid * dt, camera_info, ground_truth)
     session = SyntheticSession(
@@ -200,6 +189,29 @@ def generate_session(spec: SyntheticSessionSpec) -> SyntheticSession:
         for probe in session.probes
     ]
     return session
+
+
+def _add_observed_oracle(
+    spec: SyntheticSessionSpec,
+    trials: dict[str, Any],
+    latent_mixing: np.ndarray,
+    per_probe_truth: list[dict[str, np.ndarray]],
+    signals: dict[str, Any],
+) -> None:
+    """Add each probe's oracle, ``expected_observed`` (expected counts given what a model
+    observes), to its truth; drawn from the oracle's own generator, probe by probe."""
+    oracle_rng = np.random.default_rng([spec.seed, spec.index, 20240507])
+    for truth in per_probe_truth:
+        truth["expected_observed"] = observed_expected_counts(
+            oracle_rng,
+            trials,
+            signals["covariates"],
+            latent_mixing,
+            spec.preset_parameters.latent_noise,
+            truth,
+            signals["dt"],
+            signals.get("actions"),
+        )
 
 
 def _ground_truth(
