@@ -34,7 +34,7 @@ from neds_hf.baselines import (
 )
 from neds_hf.configuration_neds import NedsConfig
 from neds_hf.data.build import build_dataset
-from neds_hf.data.load import load_modalities, load_neurons
+from neds_hf.data.load import default_modalities, load_modalities, load_neurons
 from neds_hf.data.synthetic import load_ground_truth, make_synthetic_cache
 from neds_hf.data.training_data import NedsTrialDataset
 from neds_hf.demo import DEMO_MASKING_SCHEMES, score_baselines
@@ -92,6 +92,19 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "readout_spikes": (
         "trial-level heads also read the mean spike token",
         {"trial_level_readout": "token_and_spikes"},
+    ),
+    # at the demo's learning rate (1e-3): the control and one factor on top of it
+    "lr1e-3_readout_spikes": (
+        "learning rate 1e-3 and trial-level heads reading the mean spike token",
+        {"learning_rate": 1e-3, "trial_level_readout": "token_and_spikes"},
+    ),
+    "lr1e-3_hidden128": (
+        "learning rate 1e-3 and hidden 128",
+        {"learning_rate": 1e-3, "hidden_size": 128},
+    ),
+    "lr1e-3_steps_x2": (
+        "learning rate 1e-3 and twice the steps",
+        {"learning_rate": 1e-3, "steps_factor": 2},
     ),
 }
 
@@ -299,7 +312,7 @@ def main() -> None:
     start = time.perf_counter()
     args.output.mkdir(parents=True, exist_ok=True)
     dataset, pretrain_sessions, heldout = prepare_corpus(args)
-    config = NedsConfig(modalities=load_modalities(dataset))
+    config = NedsConfig(modalities=default_modalities(load_modalities(dataset)))
     baselines = baseline_scores(args, heldout, config)
     results_dir = args.output / "runs"
     results_dir.mkdir(exist_ok=True)

@@ -17,6 +17,7 @@ from neds_hf.modeling_neds import (
     eager_attention_forward,
     is_session_parameter,
     make_dummy_inputs,
+    neds_dropout,
 )
 
 NUM_BINS = 12
@@ -449,6 +450,37 @@ def test_train_mode_dropout_is_active_and_eval_is_deterministic():
     assert not torch.equal(model(**batch).spike_log_rates, model(**batch).spike_log_rates)
     model.eval()
     assert torch.equal(model(**batch).spike_log_rates, model(**batch).spike_log_rates)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.4, 0.9])
+def test_cpu_dropout_is_inverted_dropout_at_rate_p(p):
+    """The CPU dropout zeroes a share p of entries (binomial tolerance, 5 sd), scales the rest by
+    1 / (1 - p), passes gradients only through kept entries with the same scale, is a pure
+    function of the torch seed, and is the identity outside training or at p = 0."""
+    hidden = torch.rand(64, 50, 32) + 0.5  # (B, L, H), no exact zeros
+    hidden.requires_grad_(True)
+    torch.manual_seed(0)
+    dropped = neds_dropout(hidden, p, training=True)
+    kept = dropped != 0
+    n = kept.numel()
+    assert abs((~kept).sum().item() / n - p) < 5 * (p * (1 - p) / n) ** 0.5
+    torch.testing.assert_close(dropped[kept], hidden.detach()[kept] / (1 - p))
+    dropped.backward(torch.ones_like(dropped))
+    torch.testing.assert_close(hidden.grad, kept.float() / (1 - p))
+    torch.manual_seed(0)
+    assert torch.equal(neds_dropout(hidden, p, training=True), dropped)
+    assert neds_dropout(hidden, p, training=False) is hidden
+    assert neds_dropout(hidden, 0.0, training=True) is hidden
+
+
+def test_dropout_keeps_a_boolean_mask_for_backward():
+    """What the CPU dropout saves for the backward pass is its boolean keep mask, not a float
+    noise tensor of the activation's size (4x the memory)."""
+    hidden = torch.randn(8, 20, 16, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        neds_dropout(hidden, 0.4, training=True)
+    assert [t.dtype for t in saved if t.shape == hidden.shape] == [torch.bool]
 
 
 # ------------------------------------------------------------------------------------------------
