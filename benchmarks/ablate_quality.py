@@ -51,6 +51,14 @@ COLUMNS = {
     "wheel_speed_r2": ("wheel R²", "linear_decoder"),
     "whisker_motion_energy_r2": ("whisker R²", "linear_decoder"),
 }
+#: The demo's masking mix with the decoding scheme drawn 4x as often.
+VARIANT_BEHAVIOR4_SCHEMES = [
+    "neural=2",
+    "behavior=4",
+    "cross_modal=1",
+    "within_spikes=0.5",
+    "within_behavior=0.5",
+]
 #: One factor changed per variant: ``{name: (what it tests, overrides of the default)}``.
 #: Keys ending in ``@pretrain`` / ``@finetune`` apply to that stage only.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -75,15 +83,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "mask_uniform": ("uniform over the 5 NEDS schemes", {"masking_schemes": None}),
     "mask_behavior4": (
         "decoding scheme drawn 4x (behavior=4)",
-        {
-            "masking_schemes": [
-                "neural=2",
-                "behavior=4",
-                "cross_modal=1",
-                "within_spikes=0.5",
-                "within_behavior=0.5",
-            ]
-        },
+        {"masking_schemes": VARIANT_BEHAVIOR4_SCHEMES},
     ),
     "mask_ratio0.5": ("mask ratio 0.5 (default 0.3)", {"mask_ratio": 0.5}),
     "lr1e-3": ("learning rate 1e-3 (default 3e-3)", {"learning_rate": 1e-3}),
@@ -105,6 +105,26 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lr1e-3_steps_x2": (
         "learning rate 1e-3 and twice the steps",
         {"learning_rate": 1e-3, "steps_factor": 2},
+    ),
+    "lr1e-3_finetune_x2": (
+        "learning rate 1e-3 and twice the fine-tuning steps",
+        {"learning_rate": 1e-3, "finetune_steps_factor": 2},
+    ),
+    "lr1e-3_finetune_x4": (
+        "learning rate 1e-3 and 4x the fine-tuning steps",
+        {"learning_rate": 1e-3, "finetune_steps_factor": 4},
+    ),
+    "lr1e-3_pretrain_x0.5_finetune_x2": (
+        "learning rate 1e-3, half the pretraining and twice the fine-tuning steps",
+        {"learning_rate": 1e-3, "pretrain_steps_factor": 0.5, "finetune_steps_factor": 2},
+    ),
+    "lr1e-3_mask_behavior4": (
+        "learning rate 1e-3 and the decoding scheme drawn 4x",
+        {"learning_rate": 1e-3, "masking_schemes": VARIANT_BEHAVIOR4_SCHEMES},
+    ),
+    "lr1e-3_hidden128_steps_x2": (
+        "learning rate 1e-3, hidden 128 and twice the steps",
+        {"learning_rate": 1e-3, "hidden_size": 128, "steps_factor": 2},
     ),
 }
 
@@ -194,7 +214,9 @@ def training_arguments(
 ) -> NedsTrainingArguments:
     """The arguments of one stage (``pretrain`` / ``finetune``) of a variant's run."""
     steps = args.pretrain_steps if stage == "pretrain" else args.finetune_steps
-    steps *= overrides.get("steps_factor", 1)
+    steps = round(
+        steps * overrides.get("steps_factor", 1) * overrides.get(f"{stage}_steps_factor", 1)
+    )
     hidden = overrides.get("hidden_size", args.hidden_size)
     values: dict[str, Any] = dict(
         masking_schemes=list(DEMO_MASKING_SCHEMES),
@@ -222,7 +244,7 @@ def training_arguments(
             embedding_dropout=0.0,
         )
     for key, value in overrides.items():
-        if key == "steps_factor":
+        if key.endswith("steps_factor"):
             continue
         if key in ARCHITECTURE_FIELDS and stage != "pretrain":  # fine-tuning keeps them
             continue

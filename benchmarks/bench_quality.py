@@ -11,23 +11,27 @@ per-neuron embeddings next to the probe on simple per-neuron features (log rate,
 weights); then the wall time.
 
 Run: ``python benchmarks/bench_quality.py [--quick] [--rotations 2] [--seeds 3]
-[--pretrain-steps 1500] [--finetune-steps 400] [--output DIR]``. ``--quick`` is a smoke size
-(seconds per run, numbers meaningless). Every run's ``results.json`` stays under ``--output``.
+[--pretrain-steps 1500] [--finetune-steps 400] [--jobs 1] [--output DIR]``; on a 2-core
+machine ``--jobs 2 --num-threads 1`` runs two rotation x seed runs at a time. ``--quick`` is a
+smoke size (seconds per run, numbers meaningless). Every run's ``results.json`` stays under
+``--output``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from neds_hf.data.synthetic import make_synthetic_cache
-from neds_hf.demo import METHODS, run_demo
+from neds_hf.demo import DEMO_DEFAULTS, METHODS, run_demo
 from neds_hf.metrics import ENCODING_METRICS
 from neds_hf.report import fmt
 
@@ -44,26 +48,41 @@ QUICK = dict(
 
 
 def parse_arguments() -> argparse.Namespace:
-    """Command-line options (demo sizes by default)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--preset", default="realistic", help="synthetic preset (realistic)")
-    parser.add_argument("--sessions", type=int, default=6, help="corpus sessions (6)")
-    parser.add_argument("--trials", type=int, default=300, help="trials per session (300)")
-    parser.add_argument("--neurons", type=int, default=60, help="units per probe (60)")
-    parser.add_argument("--rotations", type=int, default=2, help="held-out sessions in turn (2)")
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds per rotation (3)")
-    parser.add_argument("--hidden-size", type=int, default=128, help="hidden size (128)")
-    parser.add_argument("--layers", type=int, default=1, help="transformer layers (1)")
-    parser.add_argument("--pretrain-steps", type=int, default=1500, help="(1500)")
-    parser.add_argument("--finetune-steps", type=int, default=400, help="(400)")
-    parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: idle)")
-    parser.add_argument("--corpus-seed", type=int, default=0, help="corpus seed (0)")
-    parser.add_argument("--output", type=Path, default=None, help="work folder (a temp dir)")
+    """Command-line options (the demo's sizes and budget by default)."""
+    demo = DEMO_DEFAULTS
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--preset", default=demo["preset"], help="synthetic preset")
+    parser.add_argument("--sessions", type=int, default=demo["n_sessions"], help="corpus sessions")
+    parser.add_argument("--trials", type=int, default=demo["n_trials"], help="trials per session")
+    parser.add_argument("--neurons", type=int, default=demo["n_neurons"], help="units per probe")
+    parser.add_argument("--rotations", type=int, default=2, help="held-out sessions in turn")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per rotation")
+    parser.add_argument("--hidden-size", type=int, default=demo["hidden_size"], help="hidden size")
+    parser.add_argument("--layers", type=int, default=demo["num_layers"], help="layers")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=demo["pretrain_steps"], help="pretraining steps"
+    )
+    parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=demo["finetune_steps"],
+        help="fine-tuning (and from-scratch) steps",
+    )
+    parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0: idle cores)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument("--corpus-seed", type=int, default=0, help="corpus seed")
+    parser.add_argument("--output", type=Path, default=None, help="work folder (None: a temp dir)")
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes")
     args = parser.parse_args()
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if not 1 <= args.rotations <= args.sessions - 1:
         parser.error(f"--rotations must lie in 1..{args.sessions - 1}, got {args.rotations}")
     return args
@@ -117,6 +136,12 @@ def region_probe_summary(runs: list[dict[str, Any]], level: str = "region_cosmos
     return lines
 
 
+def run_demo_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One rotation x seed run in a worker process (warnings-level logging, as in the parent)."""
+    logging.basicConfig(level=logging.WARNING)
+    return run_demo(**job)
+
+
 def main() -> None:
     """Build the corpus, run the rotation x seeds, print the table and the wall time."""
     args = parse_arguments()
@@ -133,26 +158,30 @@ def main() -> None:
         first_block_trials=min(90, args.trials // 3),
         preset=args.preset,
     )
-    runs = []
-    for rotation in range(args.rotations):
-        heldout = eids[len(eids) - 1 - rotation]
-        for seed in range(args.seeds):
-            runs.append(
-                run_demo(
-                    work / f"heldout{rotation}_seed{seed}",
-                    hidden_size=args.hidden_size,
-                    num_layers=args.layers,
-                    pretrain_steps=args.pretrain_steps,
-                    finetune_steps=args.finetune_steps,
-                    seed=seed,
-                    num_threads=args.num_threads,
-                    cache_dir=cache,
-                    eids=eids,
-                    heldout_eids=[heldout],
-                    overwrite=True,
-                    progress=False,
-                )
-            )
+    jobs = [
+        dict(
+            output_dir=work / f"heldout{rotation}_seed{seed}",
+            hidden_size=args.hidden_size,
+            num_layers=args.layers,
+            pretrain_steps=args.pretrain_steps,
+            finetune_steps=args.finetune_steps,
+            seed=seed,
+            num_threads=args.num_threads,
+            cache_dir=cache,
+            eids=eids,
+            heldout_eids=[eids[len(eids) - 1 - rotation]],
+            overwrite=True,
+            progress=False,
+        )
+        for rotation in range(args.rotations)
+        for seed in range(args.seeds)
+    ]
+    if args.jobs == 1:
+        runs = [run_demo(**job) for job in jobs]
+    else:  # independent runs in parallel processes; results in the jobs' order
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            runs = list(pool.map(run_demo_job, jobs))
     print(
         f"{args.preset} preset, {args.sessions} sessions x {args.trials} trials x "
         f"{args.neurons} units; {args.rotations} held-out rotation(s) x {args.seeds} seed(s); "
