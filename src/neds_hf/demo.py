@@ -357,7 +357,8 @@ def _train_runs(
     pretrain_steps, finetune_steps = settings["pretrain_steps"], settings["finetune_steps"]
     runs = {}
     with timer.stage(
-        "pretrain", f"pretraining on {len(pretrain_sessions)} sessions ({pretrain_steps} steps)"
+        "pretrain",
+        f"pretraining on {_count(len(pretrain_sessions), 'session')} ({pretrain_steps} steps)",
     ):
         runs["pretrain"] = _train_one(
             "pretrain", pretrain_sessions, pretrain_steps, paths, settings
@@ -819,6 +820,11 @@ def _checked_settings(
     )
 
 
+def _count(number: int, noun: str) -> str:
+    """``"1 session"``, ``"2 sessions"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def run_demo(
     output_dir: str | Path = DEFAULT_OUTPUT_DIR,
     *,
@@ -1225,7 +1231,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
         f"next to it); fine-tuned model with its card: {results['paths']['model']}"
     )
     print(
-        f"Held-out test split, {len(results['sessions']['heldout'])} sessions, total "
+        f"Held-out test split, {_count(len(results['sessions']['heldout']), 'session')}, total "
         f"{results['timings_s']['total']} s:"
     )
     print()
