@@ -95,15 +95,17 @@ def test_streaming_loss_curve_has_the_in_memory_shape(synthetic_corpus, tmp_path
         )
         for streaming in (False, True)
     }
-    decrease = {}
+    decrease, final = {}, {}
     for streaming, losses in runs.items():
         first = np.mean([losses[s] for s in range(1, 6)])
-        last = np.mean([losses[s] for s in range(26, 31)])
-        assert last < 0.9 * first, (streaming, first, last)
-        decrease[streaming] = 1 - last / first
-    # same data, model and schedule; only the trial order differs
+        final[streaming] = np.mean([losses[s] for s in range(26, 31)])
+        assert final[streaming] < 0.9 * first, (streaming, first, final[streaming])
+        decrease[streaming] = 1 - final[streaming] / first
+    # same data, model and schedule; only the trial order differs, so single steps' losses
+    # differ by their batches (up to 2x between neighbouring steps) and only means over steps
+    # are compared
     assert decrease[True] == pytest.approx(decrease[False], abs=0.1), decrease
-    assert runs[True][30] == pytest.approx(runs[False][30], rel=0.15)
+    assert final[True] == pytest.approx(final[False], rel=0.15), final
 
 
 def test_streaming_resume_continues_with_the_same_batches(synthetic_corpus, tmp_path):
