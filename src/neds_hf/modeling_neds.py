@@ -1983,6 +1983,7 @@ NedsForMaskedModeling.register_for_auto_class("AutoModelForMaskedLM")
 
 __all__ = [
     "NedsAttention",
+    "NedsDropout",
     "NedsEncoderLayer",
     "NedsFixupLinear",
     "NedsForMaskedModeling",
@@ -2002,6 +2003,7 @@ __all__ = [
     "eager_attention_forward",
     "is_session_parameter",
     "make_dummy_inputs",
+    "neds_dropout",
     "non_finite_tensors",
     "session_row_offsets",
 ]
