@@ -60,7 +60,8 @@ VARIANT_BEHAVIOR4_SCHEMES = [
     "within_behavior=0.5",
 ]
 #: One factor changed per variant: ``{name: (what it tests, overrides of the default)}``.
-#: Keys ending in ``@pretrain`` / ``@finetune`` apply to that stage only.
+#: Keys ending in ``@pretrain`` / ``@finetune`` apply to that stage only;
+#: ``freeze_warmup_share`` freezes the shared encoder for that share of a stage's steps.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("the demo's recipe at the reduced budget", {}),
     "ce_x4": ("choice and block losses x4", {"loss_weights": ["choice=4", "block=4"]}),
@@ -126,13 +127,42 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "learning rate 1e-3, hidden 128 and twice the steps",
         {"learning_rate": 1e-3, "hidden_size": 128, "steps_factor": 2},
     ),
+    # how the fine-tuning stage spends a fixed number of steps
+    "lr1e-3_finetune_lr2e-3": (
+        "learning rate 1e-3, fine-tuning at 2e-3",
+        {"learning_rate": 1e-3, "learning_rate@finetune": 2e-3},
+    ),
+    "lr1e-3_finetune_lr3e-3": (
+        "learning rate 1e-3, fine-tuning at 3e-3",
+        {"learning_rate": 1e-3, "learning_rate@finetune": 3e-3},
+    ),
+    "lr1e-3_finetune_warmup0.05": (
+        "learning rate 1e-3, fine-tuning warms up over 5 % of its steps (default 15 %)",
+        {"learning_rate": 1e-3, "warmup_ratio@finetune": 0.05},
+    ),
+    "lr1e-3_finetune_freeze0.2": (
+        "learning rate 1e-3, shared encoder frozen for the first 20 % of fine-tuning",
+        {"learning_rate": 1e-3, "freeze_warmup_share@finetune": 0.2},
+    ),
+    "lr1e-3_finetune_behavior4": (
+        "learning rate 1e-3, fine-tuning draws the decoding scheme 4x",
+        {"learning_rate": 1e-3, "masking_schemes@finetune": VARIANT_BEHAVIOR4_SCHEMES},
+    ),
+    "lr1e-3_finetune_protocols": (
+        "learning rate 1e-3, fine-tuning on the two evaluation protocols only (neural, behavior)",
+        {"learning_rate": 1e-3, "masking_schemes@finetune": ["neural=1", "behavior=1"]},
+    ),
+    "lr1e-3_finetune_x4_lr2e-3": (
+        "learning rate 1e-3, 4x the fine-tuning steps at 2e-3",
+        {"learning_rate": 1e-3, "finetune_steps_factor": 4, "learning_rate@finetune": 2e-3},
+    ),
 }
 
 
 def parse_arguments() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--output", type=Path, required=True, help="work folder (reused)")
+    parser.add_argument("--output", type=Path, help="work folder (reused; required unless --list)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--seeds", type=int, default=2, help="training seeds (2)")
     parser.add_argument("--sessions", type=int, default=6, help="corpus sessions (6)")
@@ -148,6 +178,8 @@ def parse_arguments() -> argparse.Namespace:
         "--table-only", action="store_true", help="print the table of the finished runs only"
     )
     args = parser.parse_args()
+    if args.output is None and not args.list:
+        parser.error("--output is required (the work folder) unless --list is given")
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
@@ -244,11 +276,15 @@ def training_arguments(
             embedding_dropout=0.0,
         )
     for key, value in overrides.items():
-        if key.endswith("steps_factor"):
+        name, _, only_stage = key.partition("@")
+        if name.endswith("steps_factor") or only_stage not in ("", stage):
             continue
-        if key in ARCHITECTURE_FIELDS and stage != "pretrain":  # fine-tuning keeps them
+        if name in ARCHITECTURE_FIELDS and stage != "pretrain":  # fine-tuning keeps them
             continue
-        values[key] = value
+        if name == "freeze_warmup_share":
+            values.update(freeze_encoder="warmup", freeze_warmup_steps=max(1, round(value * steps)))
+            continue
+        values[name] = value
     values.update(extra)
     return NedsTrainingArguments(**values)
 
