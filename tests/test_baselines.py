@@ -191,6 +191,30 @@ def test_oracle_expected_counts_names_a_missing_ground_truth_array():
         oracle_expected_counts(truth, neurons, np.array([1]), array="expected_counts_observed")
 
 
+def test_true_neuron_parameters_follow_the_dataset_neurons():
+    """Rows are the dataset's neurons, matched by (probe, cluster_id) whatever their order."""
+    import pandas as pd
+
+    from neds_hf.baselines import true_neuron_parameters
+
+    truth = {
+        "eid": "abc",
+        "cluster_probe": np.array(["probe00", "probe00", "probe01"]),
+        "cluster_id": np.array([0, 1, 0]),
+        "cluster_base_rate_hz": np.array([1.0, 2.0, 4.0]),
+        "cluster_covariate_weights": np.arange(6, dtype=float).reshape(3, 2),  # (C, covariates)
+        "cluster_latent_loadings": -np.arange(3, dtype=float).reshape(3, 1),  # (C, latents)
+    }
+    neurons = pd.DataFrame({"probe": ["probe01", "probe00"], "cluster_id": [0, 1]})
+    parameters = true_neuron_parameters(truth, neurons)
+    np.testing.assert_allclose(parameters, [[np.log(4.0), 4, 5, -2], [np.log(2.0), 2, 3, -1]])
+    with pytest.raises(ValueError, match=r"abc.*\('probe01', 1\)"):
+        true_neuron_parameters(truth, pd.DataFrame({"probe": ["probe01"], "cluster_id": [1]}))
+    del truth["cluster_latent_loadings"]
+    with pytest.raises(ValueError, match=r"abc.*cluster_latent_loadings"):
+        true_neuron_parameters(truth, neurons)
+
+
 def make_log_linear_data(seed=0, num_trials=NUM_TRIALS):
     """Rates exp(linear) in two behaviours plus a choice offset and a time course."""
     rng = np.random.default_rng(seed)

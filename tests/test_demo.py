@@ -14,6 +14,7 @@ from neds_hf.demo import (
     FEATURE_PROBE_NAME,
     METHODS,
     TABLE_METRICS,
+    TRUTH_PROBE_NAME,
     add_demo_arguments,
     prepare_output_dir,
     run_demo,
@@ -89,6 +90,11 @@ def test_demo_writes_report_with_every_method(demo_run):
     heldout_neurons = load_neurons(saved["paths"]["dataset"], heldout)
     assert feature_probe["n_neurons"] + feature_probe["n_neurons_dropped"] == len(heldout_neurons)
     assert FEATURE_PROBE_NAME in table
+    # and on the generator's own parameters of the same neurons (synthetic data only)
+    truth_probe = saved["region_probe"][TRUTH_PROBE_NAME]["region_cosmos"]
+    assert truth_probe["n_neurons"] == feature_probe["n_neurons"]
+    assert truth_probe["chance_accuracy"] == feature_probe["chance_accuracy"]
+    assert TRUTH_PROBE_NAME in table
     # methods that do not apply are n/a (null in JSON)
     assert saved["methods"]["oracle"]["average"]["wheel_speed_r2"] is None
     assert saved["methods"]["linear_decoder"]["average"]["bps"] is None
@@ -236,6 +242,9 @@ def test_demo_on_own_one_cache(tmp_path, capsys):
     assert isinstance(per_session[eids[0]]["scores"]["oracle"]["bps"], float)
     assert per_session[eids[3]]["scores"]["oracle"]["bps"] is None
     assert any("no ground truth" in note for note in saved["notes"])
+    # one held-out session lacks ground truth: no probe on the generator's parameters
+    assert TRUTH_PROBE_NAME not in saved["region_probe"]
+    assert any("generator's per-neuron parameters not run" in n for n in saved["notes"])
     command = saved["command"]
     assert f"--cache-dir {cache}" in command and f"--heldout-eids {eids[3]},{eids[0]}" in command
     assert (output_dir / "report" / "eids.txt").read_text().split() == eids

@@ -45,6 +45,7 @@ __all__ = [
     "neuron_features",
     "oracle_expected_counts",
     "trials_to_arrays",
+    "true_neuron_parameters",
 ]
 
 #: Regularisation grid of the NEDS linear baselines (ridge alpha and logistic C).
@@ -661,6 +662,44 @@ def oracle_expected_counts(
             f"session {ground_truth['eid']}: the ground truth has no {array!r} array "
             "(written by an older generator? regenerate the corpus)"
         )
+    columns = _ground_truth_columns(ground_truth, neurons)
+    expected = ground_truth[array]  # (n_trials_alf, C, T)
+    if trial_ids.max() >= expected.shape[0]:
+        raise ValueError(
+            f"session {ground_truth['eid']}: trial_id {trial_ids.max()} beyond the "
+            f"{expected.shape[0]} ground-truth trials"
+        )
+    return expected[trial_ids][:, columns, :].transpose(0, 2, 1)  # (trials, T, N)
+
+
+def true_neuron_parameters(ground_truth: Mapping[str, Any], neurons: Any) -> np.ndarray:
+    """The generator's parameters of a session's dataset neurons, ``(N, 1 + C + K)``: log
+    baseline rate (Hz), weights on the C covariates and loadings on the K shared latents.
+
+    What a region probe can read from the true generative model of each neuron: the reference
+    row next to the probes on learned embeddings and on fitted features (synthetic data only).
+    Neurons are matched to clusters as in :func:`oracle_expected_counts`.
+    """
+    missing = [
+        name
+        for name in ("cluster_base_rate_hz", "cluster_covariate_weights", "cluster_latent_loadings")
+        if name not in ground_truth
+    ]
+    if missing:
+        raise ValueError(
+            f"session {ground_truth['eid']}: the ground truth has no {missing} "
+            "(written by an older generator? regenerate the corpus)"
+        )
+    columns = _ground_truth_columns(ground_truth, neurons)
+    log_rate = np.log(np.asarray(ground_truth["cluster_base_rate_hz"])[columns])  # (N,)
+    weights = np.asarray(ground_truth["cluster_covariate_weights"])[columns]  # (N, C)
+    loadings = np.asarray(ground_truth["cluster_latent_loadings"])[columns]  # (N, K)
+    return np.concatenate([log_rate[:, None], weights, loadings], axis=1)
+
+
+def _ground_truth_columns(ground_truth: Mapping[str, Any], neurons: Any) -> list[int]:
+    """Ground-truth cluster index of each dataset neuron, matched by ``(probe, cluster_id)``
+    (the neurons table's columns vs the ground truth's ``cluster_probe`` / ``cluster_id``)."""
     cluster_column = {
         (str(probe), int(cluster)): column
         for column, (probe, cluster) in enumerate(
@@ -674,14 +713,7 @@ def oracle_expected_counts(
             f"session {ground_truth['eid']}: dataset neurons {missing[:5]} have no "
             "ground-truth cluster"
         )
-    expected = ground_truth[array]  # (n_trials_alf, C, T)
-    if trial_ids.max() >= expected.shape[0]:
-        raise ValueError(
-            f"session {ground_truth['eid']}: trial_id {trial_ids.max()} beyond the "
-            f"{expected.shape[0]} ground-truth trials"
-        )
-    columns = [cluster_column[key] for key in keys]
-    return expected[trial_ids][:, columns, :].transpose(0, 2, 1)  # (trials, T, N)
+    return [cluster_column[key] for key in keys]
 
 
 @dataclass

@@ -59,6 +59,7 @@ __all__ = [
     "METHODS",
     "RESULTS_SCHEMA_VERSION",
     "TABLE_METRICS",
+    "TRUTH_PROBE_NAME",
     "StageTimer",
     "add_demo_arguments",
     "check_demo_settings",
@@ -111,6 +112,11 @@ def table_metrics(modalities: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 TABLE_METRICS = table_metrics(IBL_MODALITIES)
 #: Name of the region probe on simple per-neuron features in ``results["region_probe"]``.
 FEATURE_PROBE_NAME = "Per-neuron features (log rate, Poisson GLM weights), held-out sessions"
+#: Name of the region probe on the generator's own per-neuron parameters (synthetic data).
+TRUTH_PROBE_NAME = (
+    "Generator's per-neuron parameters (log base rate, tuning weights, latent loadings), "
+    "held-out sessions"
+)
 #: Default sizes of ``neds-hf demo`` (chosen to finish in a few minutes on 2 CPU cores).
 DEMO_DEFAULTS: dict[str, Any] = {
     "n_sessions": 6,
@@ -428,6 +434,7 @@ def _evaluate_methods(
         neuron_features,
         oracle_expected_counts,
         trials_to_arrays,
+        true_neuron_parameters,
     )
     from .data.load import load_neurons
     from .data.synthetic import GROUND_TRUTH_DIRNAME, load_ground_truth
@@ -450,6 +457,7 @@ def _evaluate_methods(
     baselines: dict[str, dict[str, dict[str, float]]] = {}
     plot_inputs: dict[str, Any] = {}
     features: dict[str, np.ndarray] = {}
+    truth_parameters: dict[str, np.ndarray] = {}
     for session_id in heldout_sessions:
         session_test = [t for t in test_trials if t["session_id"] == session_id]
         session_train = [train_data[int(i)] for i in train_data.session_indices()[session_id]]
@@ -461,6 +469,7 @@ def _evaluate_methods(
             oracle = oracle_expected_counts(
                 truth, session_neurons, test["trial_id"], array="expected_counts_observed"
             )
+            truth_parameters[session_id] = true_neuron_parameters(truth, session_neurons)
         else:
             notes.append(f"session {session_id}: no ground truth in the cache, no oracle row")
         train = trials_to_arrays(session_train, modalities)
@@ -481,6 +490,7 @@ def _evaluate_methods(
                 normalization=test_data.normalization,
             )
     plot_inputs["neuron_features"] = features
+    plot_inputs["true_neuron_parameters"] = truth_parameters
     plot_inputs["n_test_trials"] = len(test_trials)
     plot_inputs["split_sizes"] = _split_sizes(paths["dataset"], heldout_sessions)
     for key, per_session in baselines.items():
@@ -591,11 +601,18 @@ def _region_probes(
 
 
 def _feature_region_probe(
-    features: Mapping[str, np.ndarray], dataset_dir: Path, seed: int, notes: list[str]
+    features: Mapping[str, np.ndarray],
+    dataset_dir: Path,
+    seed: int,
+    notes: list[str],
+    name: str = "per-neuron features",
 ) -> dict[str, Any] | None:
-    """The region probe on simple per-neuron features (``baselines.neuron_features``: log
-    mean count and Poisson GLM weights) of the held-out sessions: what the embedding probe
-    must beat."""
+    """The region probe on per-neuron feature vectors ``{session_id: (N, F)}`` of the held-out
+    sessions: simple fitted features (``baselines.neuron_features``: log mean count and Poisson
+    GLM weights), what the embedding probe must beat, or the generator's own parameters
+    (``baselines.true_neuron_parameters``), what the corpus makes linearly readable."""
+    if not features:
+        return None
     from .data.load import load_neurons
     from .evaluation import DEFAULT_REGION_LEVELS
     from .metrics import region_probe
@@ -611,7 +628,7 @@ def _feature_region_probe(
         try:
             results[level] = region_probe(stacked, labels, seed=seed)
         except ValueError as error:
-            notes.append(f"region probe (per-neuron features, {level}) not run: {error}")
+            notes.append(f"region probe ({name}, {level}) not run: {error}")
     return results or None
 
 
@@ -943,6 +960,23 @@ def _run_stages(output_dir: Path, settings: dict[str, Any], progress: bool) -> d
         )
         if feature_probe:
             region_probe[FEATURE_PROBE_NAME] = feature_probe
+        truth_parameters = plot_inputs.pop("true_neuron_parameters")
+        without_truth = [s for s in heldout_sessions if s not in truth_parameters]
+        if without_truth:  # a probe on some sessions only would not compare with the others
+            notes.append(
+                "region probe on the generator's per-neuron parameters not run: no ground "
+                f"truth for held-out sessions {without_truth}"
+            )
+        else:
+            truth_probe = _feature_region_probe(
+                truth_parameters,
+                paths["dataset"],
+                settings["seed"],
+                notes,
+                name="generator's per-neuron parameters",
+            )
+            if truth_probe:
+                region_probe[TRUTH_PROBE_NAME] = truth_probe
     with timer.stage("report", f"writing the report to {paths['report']}"):
         plot_inputs.update(window_s=build.config.window, bin_size_s=build.config.bin_size)
         _write_plots(paths["report"], models["neds_finetuned"], plot_inputs, runs)
