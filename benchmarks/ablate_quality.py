@@ -152,6 +152,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "learning rate 1e-3, fine-tuning on the two evaluation protocols only (neural, behavior)",
         {"learning_rate": 1e-3, "masking_schemes@finetune": ["neural=1", "behavior=1"]},
     ),
+    "lr1e-3_finetune_session_lr5": (
+        "learning rate 1e-3, per-session parameters fine-tuned at 5x",
+        {"learning_rate": 1e-3, "session_learning_rate_scale@finetune": 5.0},
+    ),
+    "lr1e-3_finetune_x4_session_lr5": (
+        "learning rate 1e-3, 4x the fine-tuning steps, per-session parameters at 5x",
+        {
+            "learning_rate": 1e-3,
+            "finetune_steps_factor": 4,
+            "session_learning_rate_scale@finetune": 5.0,
+        },
+    ),
     "lr1e-3_finetune_x4_lr2e-3": (
         "learning rate 1e-3, 4x the fine-tuning steps at 2e-3",
         {"learning_rate": 1e-3, "finetune_steps_factor": 4, "learning_rate@finetune": 2e-3},

@@ -123,6 +123,46 @@ def test_parameter_groups_decay_only_weight_matrices():
     assert encoder == {
         n for n in names.values() if n.startswith(("neds.layers.", "neds.final_norm."))
     }
+    session = {names[id(p)] for g in groups if g["session"] for p in g["params"]}
+    assert session == {n for n in names.values() if "session_" in n}
+    assert "spike_readout.session_neurons.neuron_weight" in session
+
+
+def test_session_learning_rate_scale_follows_the_schedule():
+    """Per-session parameters run at a fixed multiple of the others' rate at every step."""
+    from neds_hf.training.setup import build_optimizer, build_scheduler
+
+    model = NedsForMaskedModeling(
+        NedsConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=32,
+            num_time_bins=10,
+            sessions={"s": 4},
+        )
+    )
+    args = NedsTrainingArguments(
+        dataset="d", output_dir="o", learning_rate=1e-3, session_learning_rate_scale=4.0
+    )
+    optimizer, _ = build_optimizer(model, args, torch.device("cpu"))
+    scheduler = build_scheduler(optimizer, args, total_steps=20)
+    session_ids = {id(p) for n, p in model.named_parameters() if "session_" in n}
+    peaks = {"session": 0.0, "shared": 0.0}
+    for _ in range(20):
+        rates = {
+            "session" if id(g["params"][0]) in session_ids else "shared": g["lr"]
+            for g in optimizer.param_groups
+        }
+        assert rates["session"] == pytest.approx(4.0 * rates["shared"])
+        peaks = {k: max(v, rates[k]) for k, v in peaks.items()}
+        optimizer.step()
+        scheduler.step()
+    assert peaks["shared"] == pytest.approx(1e-3) and peaks["session"] == pytest.approx(4e-3)
+    with pytest.raises(ValueError, match="session_learning_rate_scale must be > 0"):
+        NedsTrainingArguments(
+            dataset="d", output_dir="o", session_learning_rate_scale=0.0
+        ).validate()
 
 
 def test_pretraining_run(pretrained, synthetic_corpus):

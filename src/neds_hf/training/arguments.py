@@ -197,6 +197,13 @@ class NedsTrainingArguments(_ConfigArguments):
     )
     # ---- optimisation
     learning_rate: float = 2e-4
+    session_learning_rate_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Learning rate of the per-session parameters (stitchers, readouts) as a "
+            "multiple of learning_rate."
+        },
+    )
     weight_decay: float = 0.01
     adam_epsilon: float = 1e-8
     num_train_epochs: int = 10
@@ -362,6 +369,10 @@ class NedsTrainingArguments(_ConfigArguments):
                     errors.append(f"{name} must be >= {minimum}, got {getattr(self, name)}")
         if not self.adam_epsilon > 0:
             errors.append(f"adam_epsilon must be > 0, got {self.adam_epsilon}")
+        if not self.session_learning_rate_scale > 0:
+            errors.append(
+                f"session_learning_rate_scale must be > 0, got {self.session_learning_rate_scale}"
+            )
         if not 0 < self.warmup_ratio < 1:
             errors.append(f"warmup_ratio must be in (0, 1), got {self.warmup_ratio}")
         if self.dataloader_prefetch_factor is not None and self.dataloader_prefetch_factor < 1:

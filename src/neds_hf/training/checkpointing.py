@@ -101,6 +101,8 @@ def run_fingerprint(
         fingerprint["loss_weights"] = list(args.loss_weights)
     if args.best_model_metric != "score":
         fingerprint["best_model_metric"] = args.best_model_metric
+    if args.session_learning_rate_scale != 1.0:
+        fingerprint["session_learning_rate_scale"] = args.session_learning_rate_scale
     fingerprint["model_config_sha"] = _config_digest(config)
     return fingerprint
 

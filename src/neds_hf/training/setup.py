@@ -339,24 +339,26 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     No decay on biases, norms, embeddings (incl. the mask token) and the per-session neuron
     tables (per-neuron embeddings), so that sessions absent from a batch never move. The shared
     encoder's parameters (``model.encoder_parameters()``) are in their own groups
-    (``"encoder": True``) so that they can be frozen for a warm-up.
+    (``"encoder": True``) so that they can be frozen for a warm-up, and the per-session
+    parameters in theirs (``"session": True``) so that they can have their own learning rate.
     """
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    groups: dict[tuple[bool, bool, bool], list[torch.nn.Parameter]] = {}
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     encoder_ids = {id(p) for _, p in model.encoder_parameters()}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        no_decay = (
-            parameter.ndim < 2
-            or id(parameter) in embedding_ids
-            or is_session_parameter(name)
-            or "norm" in name
-        )
-        groups.setdefault((no_decay, id(parameter) in encoder_ids), []).append(parameter)
+        session = is_session_parameter(name)
+        no_decay = parameter.ndim < 2 or id(parameter) in embedding_ids or session or "norm" in name
+        groups.setdefault((no_decay, id(parameter) in encoder_ids, session), []).append(parameter)
     return [
-        {"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "encoder": encoder}
-        for (no_decay, encoder), params in groups.items()
+        {
+            "params": params,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "encoder": encoder,
+            "session": session,
+        }
+        for (no_decay, encoder, session), params in groups.items()
     ]
 
 
@@ -365,24 +367,35 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, list[int]]:
     """AdamW over :func:`parameter_groups`; returns it and the indices of the encoder groups.
 
-    The fused CUDA kernel is used when the parameters live on a CUDA device (one kernel for
-    all parameters instead of several per tensor); elsewhere torch's default implementation.
+    Per-session parameters run at ``learning_rate * session_learning_rate_scale``. The fused
+    CUDA kernel is used when the parameters live on a CUDA device (one kernel for all
+    parameters instead of several per tensor); elsewhere torch's default implementation.
     """
     groups = parameter_groups(model, args.weight_decay)
     options: dict[str, Any] = {"lr": args.learning_rate, "eps": args.adam_epsilon}
     if device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
         options["fused"] = True
+    session_lr = args.learning_rate * args.session_learning_rate_scale
     optimizer = torch.optim.AdamW(
-        [{k: v for k, v in g.items() if k != "encoder"} for g in groups], **options
+        [
+            {
+                "params": g["params"],
+                "weight_decay": g["weight_decay"],
+                **({"lr": session_lr} if g["session"] else {}),
+            }
+            for g in groups
+        ],
+        **options,
     )
     return optimizer, [i for i, g in enumerate(groups) if g["encoder"]]
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, args: Any, total_steps: int) -> Any:
-    """One-cycle cosine schedule: warm-up over `warmup_ratio` of the steps to the peak rate."""
+    """One-cycle cosine schedule: warm-up over `warmup_ratio` of the steps to each group's peak
+    rate (the optimizer's learning rate of that group)."""
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=args.learning_rate,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
         total_steps=total_steps,
         pct_start=args.warmup_ratio,
         div_factor=10.0,
