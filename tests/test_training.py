@@ -92,17 +92,22 @@ def test_invalid_arguments_are_reported_together(overrides, message):
         args.validate()
 
 
-def test_parameter_groups_decay_only_weight_matrices():
-    model = NedsForMaskedModeling(
+def small_model(num_hidden_layers: int) -> NedsForMaskedModeling:
+    """A randomly initialised model with one session of 4 neurons and hidden size 32."""
+    return NedsForMaskedModeling(
         NedsConfig(
             hidden_size=32,
-            num_hidden_layers=2,
+            num_hidden_layers=num_hidden_layers,
             num_attention_heads=4,
             intermediate_size=32,
             num_time_bins=10,
             sessions={"s": 4},
         )
     )
+
+
+def test_parameter_groups_decay_only_weight_matrices():
+    model = small_model(num_hidden_layers=2)
     groups = parameter_groups(model, weight_decay=0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
@@ -132,16 +137,7 @@ def test_session_learning_rate_scale_follows_the_schedule():
     """Per-session parameters run at a fixed multiple of the others' rate at every step."""
     from neds_hf.training.setup import build_optimizer, build_scheduler
 
-    model = NedsForMaskedModeling(
-        NedsConfig(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            intermediate_size=32,
-            num_time_bins=10,
-            sessions={"s": 4},
-        )
-    )
+    model = small_model(num_hidden_layers=1)
     args = NedsTrainingArguments(
         dataset="d", output_dir="o", learning_rate=1e-3, session_learning_rate_scale=4.0
     )
