@@ -432,12 +432,10 @@ def _evaluate_methods(
     from .baselines import (
         fit_linear_baselines,
         neuron_features,
-        oracle_expected_counts,
         trials_to_arrays,
         true_neuron_parameters,
     )
     from .data.load import load_neurons
-    from .data.synthetic import GROUND_TRUTH_DIRNAME, load_ground_truth
     from .data.training_data import NedsTrialDataset
     from .evaluation import average_over_sessions, evaluate_trials
 
@@ -463,15 +461,11 @@ def _evaluate_methods(
         session_train = [train_data[int(i)] for i in train_data.session_indices()[session_id]]
         test = trials_to_arrays(session_test, modalities)
         session_neurons = neurons[neurons["session_id"] == session_id]
-        truth, oracle = None, None
-        if (paths["one_cache"] / GROUND_TRUTH_DIRNAME / f"{session_id}.npz").is_file():
-            truth = load_ground_truth(paths["one_cache"], session_id)
-            oracle = oracle_expected_counts(
-                truth, session_neurons, test["trial_id"], array="expected_counts_observed"
-            )
-            truth_parameters[session_id] = true_neuron_parameters(truth, session_neurons)
-        else:
+        truth, oracle = _session_truth(paths["one_cache"], session_id, session_neurons, test)
+        if truth is None:
             notes.append(f"session {session_id}: no ground truth in the cache, no oracle row")
+        else:
+            truth_parameters[session_id] = true_neuron_parameters(truth, session_neurons)
         train = trials_to_arrays(session_train, modalities)
         linear = fit_linear_baselines(train, test, modalities, settings["seed"], poisson_glm=True)
         features[session_id] = neuron_features(train["spikes"], linear.glm)  # (N, F)
@@ -501,6 +495,23 @@ def _evaluate_methods(
         for metric in columns:
             methods.get(key, {}).get("average", {}).setdefault(metric, float("nan"))
     return methods, plot_inputs
+
+
+def _session_truth(
+    one_cache: Path, session_id: str, neurons: Any, test: Mapping[str, np.ndarray]
+) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+    """A held-out session's ground truth and oracle counts on its test trials (expected counts
+    given what the model observes), or ``(None, None)`` when the cache holds no ground truth."""
+    from .baselines import oracle_expected_counts
+    from .data.synthetic import GROUND_TRUTH_DIRNAME, load_ground_truth
+
+    if not (one_cache / GROUND_TRUTH_DIRNAME / f"{session_id}.npz").is_file():
+        return None, None
+    truth = load_ground_truth(one_cache, session_id)
+    oracle = oracle_expected_counts(
+        truth, neurons, test["trial_id"], array="expected_counts_observed"
+    )
+    return truth, oracle
 
 
 def _split_sizes(dataset_dir: Path, sessions: list[str]) -> dict[str, dict[str, int]]:
@@ -574,6 +585,49 @@ def results_tables(
             },
         },
     }
+
+
+def _all_region_probes(
+    finetuned: Any,
+    pretrained: Any,
+    sessions: tuple[list[str], list[str]],
+    plot_inputs: dict[str, Any],
+    dataset_dir: Path,
+    seed: int,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Every region probe of the report: NEDS embeddings (fine-tuned on the held-out sessions,
+    pretrained on the others), simple per-neuron features and, when every held-out session has
+    ground truth, the generator's parameters. Pops the feature arrays from `plot_inputs`."""
+    pretrain_sessions, heldout_sessions = sessions
+    region_probe = _region_probes(
+        [
+            ("NEDS fine-tuned, held-out sessions", finetuned, heldout_sessions),
+            ("NEDS pretrained, pretraining sessions", pretrained, pretrain_sessions),
+        ],
+        dataset_dir,
+        seed,
+        notes,
+    )
+    feature_probe = _feature_region_probe(
+        plot_inputs.pop("neuron_features"), dataset_dir, seed, notes
+    )
+    if feature_probe:
+        region_probe[FEATURE_PROBE_NAME] = feature_probe
+    truth_parameters = plot_inputs.pop("true_neuron_parameters")
+    without_truth = [s for s in heldout_sessions if s not in truth_parameters]
+    if without_truth:  # a probe on some sessions only would not compare with the others
+        notes.append(
+            "region probe on the generator's per-neuron parameters not run: no ground "
+            f"truth for held-out sessions {without_truth}"
+        )
+        return region_probe
+    truth_probe = _feature_region_probe(
+        truth_parameters, dataset_dir, seed, notes, name="generator's per-neuron parameters"
+    )
+    if truth_probe:
+        region_probe[TRUTH_PROBE_NAME] = truth_probe
+    return region_probe
 
 
 def _region_probes(
@@ -946,37 +1000,15 @@ def _run_stages(output_dir: Path, settings: dict[str, Any], progress: bool) -> d
             models, heldout_sessions, paths, stage_settings, notes
         )
         pretrained = NedsForMaskedModeling.from_pretrained(runs["pretrain"].model_dir)
-        region_probe = _region_probes(
-            [
-                ("NEDS fine-tuned, held-out sessions", models["neds_finetuned"], heldout_sessions),
-                ("NEDS pretrained, pretraining sessions", pretrained, pretrain_sessions),
-            ],
+        region_probe = _all_region_probes(
+            models["neds_finetuned"],
+            pretrained,
+            (pretrain_sessions, heldout_sessions),
+            plot_inputs,
             paths["dataset"],
             settings["seed"],
             notes,
         )
-        feature_probe = _feature_region_probe(
-            plot_inputs.pop("neuron_features"), paths["dataset"], settings["seed"], notes
-        )
-        if feature_probe:
-            region_probe[FEATURE_PROBE_NAME] = feature_probe
-        truth_parameters = plot_inputs.pop("true_neuron_parameters")
-        without_truth = [s for s in heldout_sessions if s not in truth_parameters]
-        if without_truth:  # a probe on some sessions only would not compare with the others
-            notes.append(
-                "region probe on the generator's per-neuron parameters not run: no ground "
-                f"truth for held-out sessions {without_truth}"
-            )
-        else:
-            truth_probe = _feature_region_probe(
-                truth_parameters,
-                paths["dataset"],
-                settings["seed"],
-                notes,
-                name="generator's per-neuron parameters",
-            )
-            if truth_probe:
-                region_probe[TRUTH_PROBE_NAME] = truth_probe
     with timer.stage("report", f"writing the report to {paths['report']}"):
         plot_inputs.update(window_s=build.config.window, bin_size_s=build.config.bin_size)
         _write_plots(paths["report"], models["neds_finetuned"], plot_inputs, runs)
