@@ -155,6 +155,12 @@ def test_session_learning_rate_scale_follows_the_schedule():
         optimizer.step()
         scheduler.step()
     assert peaks["shared"] == pytest.approx(1e-3) and peaks["session"] == pytest.approx(4e-3)
+    # at scale 1 the groups are those of earlier checkpoints (no session-only group), so that
+    # their optimizer state still loads
+    default = NedsTrainingArguments(dataset="d", output_dir="o", learning_rate=1e-3)
+    optimizer, _ = build_optimizer(model, default, torch.device("cpu"))
+    earlier = parameter_groups(model, default.weight_decay, session_groups=False)
+    assert len(optimizer.param_groups) == len(earlier) < len(parameter_groups(model, 0.01))
     with pytest.raises(ValueError, match="session_learning_rate_scale must be > 0"):
         NedsTrainingArguments(
             dataset="d", output_dir="o", session_learning_rate_scale=0.0

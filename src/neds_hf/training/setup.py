@@ -333,14 +333,18 @@ def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> Ne
 # =============================================================================================
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(
+    model: torch.nn.Module, weight_decay: float, session_groups: bool = True
+) -> list[dict[str, Any]]:
     """AdamW groups: decoupled weight decay on weight matrices only.
 
     No decay on biases, norms, embeddings (incl. the mask token) and the per-session neuron
     tables (per-neuron embeddings), so that sessions absent from a batch never move. The shared
     encoder's parameters (``model.encoder_parameters()``) are in their own groups
-    (``"encoder": True``) so that they can be frozen for a warm-up, and the per-session
-    parameters in theirs (``"session": True``) so that they can have their own learning rate.
+    (``"encoder": True``) so that they can be frozen for a warm-up and, with `session_groups`,
+    the per-session parameters in theirs (``"session": True``) so that they can have their own
+    learning rate. Without it the groups are those of checkpoints written before the per-session
+    rate existed, whose optimizer state then loads as it was saved.
     """
     groups: dict[tuple[bool, bool, bool], list[torch.nn.Parameter]] = {}
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
@@ -348,9 +352,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        session = is_session_parameter(name)
-        no_decay = parameter.ndim < 2 or id(parameter) in embedding_ids or session or "norm" in name
-        groups.setdefault((no_decay, id(parameter) in encoder_ids, session), []).append(parameter)
+        is_session = is_session_parameter(name)
+        no_decay = (
+            parameter.ndim < 2 or id(parameter) in embedding_ids or is_session or "norm" in name
+        )
+        key = (no_decay, id(parameter) in encoder_ids, is_session and session_groups)
+        groups.setdefault(key, []).append(parameter)
     return [
         {
             "params": params,
@@ -367,11 +374,14 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, list[int]]:
     """AdamW over :func:`parameter_groups`; returns it and the indices of the encoder groups.
 
-    Per-session parameters run at ``learning_rate * session_learning_rate_scale``. The fused
+    Per-session parameters run at ``learning_rate * session_learning_rate_scale`` (in groups
+    of their own only when the scale is not 1, so that default runs keep their groups). The fused
     CUDA kernel is used when the parameters live on a CUDA device (one kernel for all
     parameters instead of several per tensor); elsewhere torch's default implementation.
     """
-    groups = parameter_groups(model, args.weight_decay)
+    groups = parameter_groups(
+        model, args.weight_decay, session_groups=args.session_learning_rate_scale != 1.0
+    )
     options: dict[str, Any] = {"lr": args.learning_rate, "eps": args.adam_epsilon}
     if device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
         options["fused"] = True
