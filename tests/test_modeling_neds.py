@@ -208,15 +208,33 @@ def test_rotary_depends_only_on_relative_position():
 
     rotary = NedsRotaryEmbedding(tiny_config())
     positions = torch.tensor([0, 3, 5, 8, 10])
-    rotation = rotary(positions)  # (5, 8, 8)
-    torch.testing.assert_close(rotation @ rotation.transpose(-1, -2), torch.eye(8).expand(5, 8, 8))
+    angles = rotary(positions)  # (2, 5, 4)
     query, key = torch.randn(8), torch.randn(8)
-    rotated_query = apply_rotary(query.expand(1, 5, 8), rotation)[0]  # (5, 8)
-    rotated_key = apply_rotary(key.expand(1, 5, 8), rotation)[0]
+    rotated_query = apply_rotary(query.expand(1, 5, 8), angles)[0]  # (5, 8)
+    rotated_key = apply_rotary(key.expand(1, 5, 8), angles)[0]
+    # a rotation: norms are kept
+    torch.testing.assert_close(rotated_query.norm(dim=-1), query.norm().expand(5))
     # (0, 3) and (5, 8) are 3 bins apart, (3, 0) and (8, 5) -3: same scores per offset
     torch.testing.assert_close(rotated_query[0] @ rotated_key[1], rotated_query[2] @ rotated_key[3])
     torch.testing.assert_close(rotated_query[1] @ rotated_key[0], rotated_query[3] @ rotated_key[2])
     assert not torch.isclose(rotated_query[0] @ rotated_key[1], rotated_query[1] @ rotated_key[0])
+
+
+def test_rotary_turns_dimension_pairs_by_position_times_frequency():
+    from neds_hf.modeling_neds import NedsRotaryEmbedding, apply_rotary
+
+    rotary = NedsRotaryEmbedding(tiny_config())  # head_dim 8: pairs (i, i + 4)
+    angles = rotary(torch.tensor([2]))
+    unit = torch.zeros(1, 1, 2, 8)  # (B, L, heads, head_dim): dimension 1 set in head 1 only
+    unit[0, 0, 1, 1] = 1.0
+    rotated = apply_rotary(unit, angles)[0, 0]  # (heads, head_dim)
+    angle = 2 * rotary.inv_freq[1]
+    expected = torch.zeros(2, 8)
+    expected[1, 1], expected[1, 5] = torch.cos(angle), torch.sin(angle)
+    torch.testing.assert_close(rotated, expected)
+    # position 0 is the identity
+    vectors = torch.randn(3, 1, 2, 8)
+    torch.testing.assert_close(apply_rotary(vectors, rotary(torch.tensor([0]))), vectors)
 
 
 def test_causal_attention_ignores_the_future():

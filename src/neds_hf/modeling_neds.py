@@ -347,22 +347,28 @@ class NedsRotaryEmbedding(nn.Module):
         return {"inv_freq": 1.0 / (self.theta**exponents)}
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        """`positions (L,)` -> per-token rotation matrices `(L, head_dim, head_dim)`.
+        """`positions (L,)` -> per-token cosines and sines `(2, L, head_dim / 2)`.
 
         Dimension ``i`` of the first half turns with dimension ``i + head_dim / 2`` by the angle
-        ``position * inv_freq[i]``. Applied as one batched matrix product, which on CPU is
-        cheaper than the usual ``x * cos + rotate_half(x) * sin`` (one kernel instead of five).
+        ``position * inv_freq[i]`` (:func:`apply_rotary`).
         """
         angles = positions.float().unsqueeze(-1) * self.inv_freq  # (L, head_dim / 2)
-        cos, sin = torch.diag_embed(angles.cos()), torch.diag_embed(angles.sin())  # (L, h, h)
-        first = torch.cat([cos, sin], dim=-1)  # (L, head_dim / 2, head_dim)
-        second = torch.cat([-sin, cos], dim=-1)  # (L, head_dim / 2, head_dim)
-        return torch.cat([first, second], dim=-2)  # (L, head_dim, head_dim)
+        return torch.stack([angles.cos(), angles.sin()])  # (2, L, head_dim / 2)
 
 
-def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Rotate token vectors `x (B, L, ..., head_dim)` by per-token rotations `(L, hd, hd)`."""
-    return torch.einsum("bl...d,lde->bl...e", x, rotation.to(x.dtype))
+def apply_rotary(x: torch.Tensor, rotary: torch.Tensor) -> torch.Tensor:
+    """Rotate token vectors `x (B, L, ..., head_dim)` by the angles of `rotary (2, L, hd / 2)`.
+
+    The halves ``(a, b)`` of each vector become ``(a cos - b sin, a sin + b cos)``. Written
+    elementwise, the result keeps `x`'s memory layout (token-major), so attention reads it
+    without a copy and its backward keeps no activation (the cosines and sines only); as a
+    batched matrix product per position the result came out position-major, and attention's
+    output then needed a (B, L, H) copy in the forward pass and another kept for backward.
+    """
+    middle = (1,) * (x.dim() - 3)
+    cos, sin = rotary.to(x.dtype).view(2, rotary.shape[1], *middle, -1).unbind(0)  # (L, ..., hd/2)
+    first, second = x.chunk(2, dim=-1)  # each (B, L, ..., head_dim / 2)
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
 # =============================================================================================
@@ -478,7 +484,9 @@ class NedsAttention(nn.Module):
             query_key, value = qkv.split([2, 1], dim=2)  # (B, L, 2 | 1, heads, head_dim)
             query_key = apply_rotary(query_key, rotary)  # (B, L, 2, heads, head_dim)
             query, key = query_key.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, hd)
-            value = value.squeeze(2).transpose(1, 2)  # (B, heads, L, head_dim)
+            # a copy: attention keeps its value input for backward, and a view would keep the
+            # whole (B, L, 3, heads, hd) projection alive for it
+            value = value.squeeze(2).contiguous().transpose(1, 2)  # (B, heads, L, head_dim)
         else:
             query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, hd)
         dropout = 0.0
