@@ -14,6 +14,9 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from neds_hf import NedsConfig, NedsForMaskedModeling, NedsModel
 from neds_hf.modeling_neds import (
+    NedsQKVProjection,
+    NedsRotaryEmbedding,
+    apply_rotary,
     eager_attention_forward,
     is_session_parameter,
     make_dummy_inputs,
@@ -204,8 +207,6 @@ def test_per_bin_categorical_modality():
 
 
 def test_rotary_depends_only_on_relative_position():
-    from neds_hf.modeling_neds import NedsRotaryEmbedding, apply_rotary
-
     rotary = NedsRotaryEmbedding(tiny_config())
     positions = torch.tensor([0, 3, 5, 8, 10])
     angles = rotary(positions)  # (2, 5, 4)
@@ -221,20 +222,54 @@ def test_rotary_depends_only_on_relative_position():
 
 
 def test_rotary_turns_dimension_pairs_by_position_times_frequency():
-    from neds_hf.modeling_neds import NedsRotaryEmbedding, apply_rotary
-
-    rotary = NedsRotaryEmbedding(tiny_config())  # head_dim 8: pairs (i, i + 4)
+    rotary = NedsRotaryEmbedding(tiny_config())  # head_dim 8: pairs (0, 1), (2, 3), ...
     angles = rotary(torch.tensor([2]))
-    unit = torch.zeros(1, 1, 2, 8)  # (B, L, heads, head_dim): dimension 1 set in head 1 only
-    unit[0, 0, 1, 1] = 1.0
-    rotated = apply_rotary(unit, angles)[0, 0]  # (heads, head_dim)
+    unit = torch.zeros(1, 1, 2, 8)  # (B, L, heads, head_dim): dimension 2 set in head 1 only
+    unit[0, 0, 1, 2] = 1.0
     angle = 2 * rotary.inv_freq[1]
     expected = torch.zeros(2, 8)
-    expected[1, 1], expected[1, 5] = torch.cos(angle), torch.sin(angle)
-    torch.testing.assert_close(rotated, expected)
-    # position 0 is the identity
+    expected[1, 2], expected[1, 3] = torch.cos(angle), torch.sin(angle)
+    torch.testing.assert_close(apply_rotary(unit, angles)[0, 0], expected)
+    # position 0 is the identity; the real-arithmetic path (half precision) agrees
     vectors = torch.randn(3, 1, 2, 8)
     torch.testing.assert_close(apply_rotary(vectors, rotary(torch.tensor([0]))), vectors)
+    angles = rotary(torch.arange(4))
+    vectors = torch.randn(3, 4, 2, 8, dtype=torch.float64)
+    torch.testing.assert_close(
+        apply_rotary(vectors.bfloat16(), angles).double(),
+        apply_rotary(vectors, angles),
+        atol=0.05,
+        rtol=0.02,
+    )
+
+
+def test_attention_scores_follow_the_stored_rotary_pairing():
+    """Queries/keys come out of the projection with pairs (i, i + hd/2) interleaved; the scores
+    equal those of the stored weights rotated in the reference's half-split pairing."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    heads, head_dim = config.num_attention_heads, config.head_dim
+    projection = NedsQKVProjection(config.hidden_size, heads)
+    torch.nn.init.normal_(projection.bias)
+    hidden = torch.randn(2, 5, config.hidden_size)  # (B, L, H)
+    angles = NedsRotaryEmbedding(config)(torch.arange(5))  # (2, L, head_dim / 2)
+
+    def half_split_rotary(x):  # x (B, L, heads, head_dim), pairs (i, i + head_dim / 2)
+        cos, sin = angles.view(2, 5, 1, -1).unbind(0)
+        first, second = x.chunk(2, dim=-1)
+        return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+
+    stored = torch.nn.functional.linear(hidden, projection.weight, projection.bias).view(
+        2, 5, 3, heads, head_dim
+    )
+    reference = torch.einsum(
+        "blhd,bmhd->bhlm", half_split_rotary(stored[:, :, 0]), half_split_rotary(stored[:, :, 1])
+    )
+    emitted = projection(hidden).view(2, 5, 3, heads, head_dim)
+    query, key = apply_rotary(emitted[:, :, :2], angles).unbind(2)  # each (B, L, heads, hd)
+    torch.testing.assert_close(torch.einsum("blhd,bmhd->bhlm", query, key), reference)
+    torch.testing.assert_close(emitted[:, :, 2], stored[:, :, 2])  # values in stored order
+    assert not torch.allclose(emitted[:, :, 0], stored[:, :, 0])
 
 
 def test_causal_attention_ignores_the_future():

@@ -349,8 +349,8 @@ class NedsRotaryEmbedding(nn.Module):
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """`positions (L,)` -> per-token cosines and sines `(2, L, head_dim / 2)`.
 
-        Dimension ``i`` of the first half turns with dimension ``i + head_dim / 2`` by the angle
-        ``position * inv_freq[i]`` (:func:`apply_rotary`).
+        Pair ``i`` of a head's dimensions turns by the angle ``position * inv_freq[i]``
+        (:func:`apply_rotary`).
         """
         angles = positions.float().unsqueeze(-1) * self.inv_freq  # (L, head_dim / 2)
         return torch.stack([angles.cos(), angles.sin()])  # (2, L, head_dim / 2)
@@ -359,16 +359,21 @@ class NedsRotaryEmbedding(nn.Module):
 def apply_rotary(x: torch.Tensor, rotary: torch.Tensor) -> torch.Tensor:
     """Rotate token vectors `x (B, L, ..., head_dim)` by the angles of `rotary (2, L, hd / 2)`.
 
-    The halves ``(a, b)`` of each vector become ``(a cos - b sin, a sin + b cos)``. Written
-    elementwise, the result keeps `x`'s memory layout (token-major), so attention reads it
-    without a copy and its backward keeps no activation (the cosines and sines only); as a
-    batched matrix product per position the result came out position-major, and attention's
-    output then needed a (B, L, H) copy in the forward pass and another kept for backward.
+    Dimensions ``(2i, 2i + 1)`` form pair ``i`` and become ``(a cos - b sin, a sin + b cos)``:
+    in float32/64 one complex product (one kernel instead of six real ones), otherwise (half
+    precision, tracing) the same in real arithmetic. The result keeps `x`'s token-major layout,
+    so attention reads it without a copy, and its backward keeps only the angles.
+    :class:`NedsQKVProjection` emits queries and keys with their pairs interleaved this way.
     """
     middle = (1,) * (x.dim() - 3)
-    cos, sin = rotary.to(x.dtype).view(2, rotary.shape[1], *middle, -1).unbind(0)  # (L, ..., hd/2)
-    first, second = x.chunk(2, dim=-1)  # each (B, L, ..., head_dim / 2)
-    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+    cos, sin = rotary.view(2, rotary.shape[1], *middle, -1).unbind(0)  # each (L, ..., hd / 2)
+    pairs = x.unflatten(-1, (-1, 2))  # (B, L, ..., head_dim / 2, 2)
+    if x.dtype in (torch.float32, torch.float64) and not _is_tracing():
+        turn = torch.complex(cos.to(x.dtype), sin.to(x.dtype))  # (L, ..., hd / 2)
+        return torch.view_as_real(torch.view_as_complex(pairs) * turn).flatten(-2)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    first, second = pairs.unbind(-1)  # each (B, L, ..., head_dim / 2)
+    return torch.stack([first * cos - second * sin, first * sin + second * cos], -1).flatten(-2)
 
 
 # =============================================================================================
@@ -408,7 +413,32 @@ class NedsFixupLinear(nn.Linear):
 
 class NedsQKVProjection(nn.Linear):
     """The fused query/key/value projection: queries and keys initialised at the plain std,
-    values at the fixup-scaled std x sqrt(2), as in the reference."""
+    values at the fixup-scaled std x sqrt(2), as in the reference.
+
+    Weights are stored in the reference's order, where rotary dimension ``i`` of a head pairs
+    with ``i + head_dim / 2``; the projection returns each query and key head with those pairs
+    interleaved (``2i, 2i + 1``), the layout :func:`apply_rotary` turns in one complex product.
+    Queries and keys are permuted alike, so attention scores are unchanged.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int):
+        super().__init__(hidden_size, 3 * hidden_size)
+        self.num_heads = num_heads
+        self.register_buffer(
+            "output_order", self._buffer_values()["output_order"], persistent=False
+        )
+
+    def _buffer_values(self) -> dict[str, torch.Tensor]:
+        """Non-persistent buffer: the stored row behind each output feature."""
+        head_dim = self.in_features // self.num_heads
+        rows = torch.arange(3 * self.in_features).view(3, self.num_heads, head_dim)
+        interleaved = torch.arange(head_dim).view(2, head_dim // 2).t().reshape(-1)  # (hd,)
+        query_key = rows[:2, :, interleaved]  # (2, heads, head_dim)
+        return {"output_order": torch.cat([query_key.reshape(-1), rows[2].reshape(-1)])}
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`hidden_states (..., H)` -> queries and keys (pairs interleaved), values `(..., 3H)`."""
+        return F.linear(hidden_states, self.weight[self.output_order], self.bias[self.output_order])
 
 
 def eager_attention_forward(
@@ -462,7 +492,7 @@ class NedsAttention(nn.Module):
         self.head_dim = config.head_dim
         self.attention_dropout = float(config.attention_dropout)
         self.dropout_mode = config.attention_dropout_mode
-        self.qkv_proj = NedsQKVProjection(config.hidden_size, 3 * config.hidden_size)
+        self.qkv_proj = NedsQKVProjection(config.hidden_size, config.num_attention_heads)
         self.out_proj = NedsFixupLinear(config.hidden_size, config.hidden_size)
         self.dropout = NedsDropout(config.hidden_dropout)
 
