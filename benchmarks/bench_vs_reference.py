@@ -54,6 +54,7 @@ __all__ = [
 
 THREADS = 2
 TIME_BINS = 100
+ATTENTION_TOKENS = (302, 500)  # tokens per trial: neds_hf's default layout, the reference's
 HIDDEN, HEADS, INTERMEDIATE = 256, 8, 512
 RESULT_PREFIX = "BENCH_RESULT "
 SYSTEMS = ("ref", "ours", "ours500", "ours_probs")
@@ -566,12 +567,41 @@ def profile_worker(case_name: str, phase: str, system: str, rows: int, options) 
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def matmul_worker() -> dict[str, float]:
-    """The machine's 2048² fp32 matmul rate with THREADS threads."""
+def attention_rate(tokens: int, batch_size: int = 16, repeats: int = 8) -> float:
+    """FLOP/s (CPU-time basis) of `scaled_dot_product_attention` at the cases' shape: batch 16,
+    HEADS heads of HIDDEN / HEADS dimensions, `tokens` queries and keys, no mask, inference.
+
+    Its two products (2·L²·H FLOPs each) are counted as matmul FLOPs by the shares, but the
+    fused kernel runs them well below the square-matmul rate at this small head dimension;
+    this rate bounds what an evaluation forward can reach.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    shape = (batch_size, HEADS, tokens, HIDDEN // HEADS)
+    query, key, value = (torch.randn(shape) for _ in range(3))
+    cpus = []
+    with torch.inference_mode():
+        for index in range(2 + repeats):
+            cpu = time.process_time()
+            F.scaled_dot_product_attention(query, key, value)
+            if index >= 2:
+                cpus.append(time.process_time() - cpu)
+    flops = 4 * batch_size * tokens * tokens * HIDDEN
+    return flops / (statistics.median(cpus) / torch.get_num_threads())
+
+
+def matmul_worker() -> dict[str, Any]:
+    """The machine's 2048² fp32 matmul rate with THREADS threads, and the attention kernel's
+    rate at the token counts of both layouts (GFLOP/s)."""
     import torch
 
     torch.set_num_threads(THREADS)
-    return {key: value / 1e9 for key, value in matmul_rate().items()}  # GFLOP/s
+    result: dict[str, Any] = {key: value / 1e9 for key, value in matmul_rate().items()}
+    result["attention_gflops"] = {
+        str(tokens): attention_rate(tokens) / 1e9 for tokens in ATTENTION_TOKENS
+    }
+    return result
 
 
 # =============================================================================================
@@ -667,6 +697,21 @@ def _share(row: dict, flops: float, cpu_s: float, peak_gflops: float) -> float:
     return 100 * flops / (cpu_s / THREADS) / 1e9 / peak_gflops
 
 
+def _eval_ceiling(row: dict, case: str, matmuls: list[dict], peak_gflops: float) -> str:
+    """The evaluation share a forward pass would reach with every product at the square-matmul
+    rate except attention, at the attention kernel's measured rate (best round)."""
+    tokens = str(row["tokens"])
+    rates = [
+        r["attention_gflops"][tokens] for r in matmuls if tokens in r.get("attention_gflops", {})
+    ]
+    if not rates:
+        return "-"
+    layers, batch = CASES[case].layers, CASES[case].batch_size
+    attention = batch * layers * 4 * row["tokens"] ** 2 * HIDDEN  # FLOPs of the two products
+    seconds = (row["forward_flops"] - attention) / peak_gflops + attention / max(rates)
+    return f"{100 * row['forward_flops'] / seconds / peak_gflops:.0f} %"
+
+
 def print_tables(results: list[dict], cases: list[str], systems: list[str]) -> None:
     """The summary table (speed-ups vs ref), the detail table and the inference table."""
     matmuls = [r for r in results if r["system"] == "matmul"]
@@ -679,9 +724,14 @@ def print_tables(results: list[dict], cases: list[str], systems: list[str]) -> N
             for r in matmuls
         )
     )
+    for r in matmuls:
+        if "attention_gflops" in r:
+            rates = ", ".join(f"{t} tokens {v:.0f}" for t, v in r["attention_gflops"].items())
+            print(f"attention kernel, batch 16, round {r['round']} (GFLOP/s): {rates}")
     print(
         "\n| case | system | train speed-up (wall / CPU time) | eval speed-up (wall / CPU time)"
-        " | peak memory ours/ref | train share of matmul rate | eval share of matmul rate |"
+        " | peak memory ours/ref | train share of matmul rate | eval share of matmul rate "
+        "(attention-bound ceiling) |"
     )
     print("|---|---|---|---|---|---|---|")
     for case in cases:
@@ -701,7 +751,7 @@ def print_tables(results: list[dict], cases: list[str], systems: list[str]) -> N
                 f"| {case} | {system} | {speed_ups[0]} / {speed_ups[1]} | "
                 f"{speed_ups[2]} / {speed_ups[3]} | {_fmt(memory, '')} "
                 f"({max(r['peak_rss_gb'] for r in rows):.2f} GB) | {train_share:.0f} % | "
-                f"{eval_share:.0f} % |"
+                f"{eval_share:.0f} % ({_eval_ceiling(rows[0], case, matmuls, peak)}) |"
             )
     print_detail(results, cases, systems)
     print_inference(results, cases)
