@@ -567,40 +567,69 @@ def profile_worker(case_name: str, phase: str, system: str, rows: int, options) 
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def attention_rate(tokens: int, batch_size: int = 16, repeats: int = 8) -> float:
-    """FLOP/s (CPU-time basis) of `scaled_dot_product_attention` at the cases' shape: batch 16,
-    HEADS heads of HIDDEN / HEADS dimensions, `tokens` queries and keys, no mask, inference.
+def _cpu_rate(run: Any, flops: int, repeats: int = 8) -> float:
+    """FLOP/s of `run()` on a CPU-time basis (median of `repeats` after 2 untimed calls)."""
+    import torch
+
+    cpus = []
+    with torch.inference_mode():
+        for index in range(2 + repeats):
+            cpu = time.process_time()
+            run()
+            if index >= 2:
+                cpus.append(time.process_time() - cpu)
+    return flops / (statistics.median(cpus) / torch.get_num_threads())
+
+
+def attention_rate(tokens: int, batch_size: int = 16) -> float:
+    """FLOP/s of `scaled_dot_product_attention` at the cases' shape: batch 16, HEADS heads of
+    HIDDEN / HEADS dimensions, `tokens` queries and keys, no mask, inference.
 
     Its two products (2·L²·H FLOPs each) are counted as matmul FLOPs by the shares, but the
-    fused kernel runs them well below the square-matmul rate at this small head dimension;
-    this rate bounds what an evaluation forward can reach.
+    fused kernel runs them well below the square-matmul rate at this small head dimension.
     """
     import torch
     import torch.nn.functional as F
 
     shape = (batch_size, HEADS, tokens, HIDDEN // HEADS)
     query, key, value = (torch.randn(shape) for _ in range(3))
-    cpus = []
-    with torch.inference_mode():
-        for index in range(2 + repeats):
-            cpu = time.process_time()
-            F.scaled_dot_product_attention(query, key, value)
-            if index >= 2:
-                cpus.append(time.process_time() - cpu)
     flops = 4 * batch_size * tokens * tokens * HIDDEN
-    return flops / (statistics.median(cpus) / torch.get_num_threads())
+    return _cpu_rate(lambda: F.scaled_dot_product_attention(query, key, value), flops)
+
+
+def layer_linear_rate(tokens: int, batch_size: int = 16) -> float:
+    """FLOP/s of one layer's four projections with bias at the cases' shapes (q/k/v H -> 3H,
+    output H -> H, MLP H -> I -> H on `batch_size x tokens` rows): thin products (inner size
+    256 or 512) that run below the 2048² rate."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = batch_size * tokens
+    hidden, wide = torch.randn(rows, HIDDEN), torch.randn(rows, INTERMEDIATE)
+    shapes = [
+        (HIDDEN, 3 * HIDDEN),
+        (HIDDEN, HIDDEN),
+        (HIDDEN, INTERMEDIATE),
+        (INTERMEDIATE, HIDDEN),
+    ]
+    weights = [(torch.randn(out, inp), torch.randn(out)) for inp, out in shapes]
+
+    def run() -> None:
+        for (weight, bias), (inp, _) in zip(weights, shapes, strict=True):
+            F.linear(hidden if inp == HIDDEN else wide, weight, bias)
+
+    return _cpu_rate(run, 2 * rows * sum(inp * out for inp, out in shapes))
 
 
 def matmul_worker() -> dict[str, Any]:
-    """The machine's 2048² fp32 matmul rate with THREADS threads, and the attention kernel's
-    rate at the token counts of both layouts (GFLOP/s)."""
+    """The machine's 2048² fp32 matmul rate with THREADS threads, and the rates of attention
+    and of a layer's projections at the token counts of both layouts (GFLOP/s)."""
     import torch
 
     torch.set_num_threads(THREADS)
     result: dict[str, Any] = {key: value / 1e9 for key, value in matmul_rate().items()}
-    result["attention_gflops"] = {
-        str(tokens): attention_rate(tokens) / 1e9 for tokens in ATTENTION_TOKENS
-    }
+    for name, rate in (("attention_gflops", attention_rate), ("linear_gflops", layer_linear_rate)):
+        result[name] = {str(tokens): rate(tokens) / 1e9 for tokens in ATTENTION_TOKENS}
     return result
 
 
@@ -698,17 +727,26 @@ def _share(row: dict, flops: float, cpu_s: float, peak_gflops: float) -> float:
 
 
 def _eval_ceiling(row: dict, case: str, matmuls: list[dict], peak_gflops: float) -> str:
-    """The evaluation share a forward pass would reach with every product at the square-matmul
-    rate except attention, at the attention kernel's measured rate (best round)."""
+    """The evaluation share a forward pass could reach if it ran nothing but its products:
+    attention and the layers' projections at their measured rates (best round), the stitcher
+    and readout at the 2048² rate. What the measured share lacks from it is everything else
+    (norms, activations, embeddings, copies, Python)."""
     tokens = str(row["tokens"])
-    rates = [
-        r["attention_gflops"][tokens] for r in matmuls if tokens in r.get("attention_gflops", {})
-    ]
-    if not rates:
-        return "-"
+    rates = {}
+    for name in ("attention_gflops", "linear_gflops"):
+        measured = [r[name][tokens] for r in matmuls if tokens in r.get(name, {})]
+        if not measured:
+            return "-"
+        rates[name] = max(measured)
     layers, batch = CASES[case].layers, CASES[case].batch_size
     attention = batch * layers * 4 * row["tokens"] ** 2 * HIDDEN  # FLOPs of the two products
-    seconds = (row["forward_flops"] - attention) / peak_gflops + attention / max(rates)
+    linear = batch * layers * 2 * row["tokens"] * (4 * HIDDEN**2 + 2 * HIDDEN * INTERMEDIATE)
+    other = row["forward_flops"] - attention - linear  # stitcher and readout
+    seconds = (
+        other / peak_gflops
+        + attention / rates["attention_gflops"]
+        + linear / rates["linear_gflops"]
+    )
     return f"{100 * row['forward_flops'] / seconds / peak_gflops:.0f} %"
 
 
@@ -725,13 +763,14 @@ def print_tables(results: list[dict], cases: list[str], systems: list[str]) -> N
         )
     )
     for r in matmuls:
-        if "attention_gflops" in r:
-            rates = ", ".join(f"{t} tokens {v:.0f}" for t, v in r["attention_gflops"].items())
-            print(f"attention kernel, batch 16, round {r['round']} (GFLOP/s): {rates}")
+        for name, what in (("attention_gflops", "attention"), ("linear_gflops", "projections")):
+            if name in r:
+                rates = ", ".join(f"{t} tokens {v:.0f}" for t, v in r[name].items())
+                print(f"{what}, batch 16, round {r['round']} (GFLOP/s): {rates}")
     print(
         "\n| case | system | train speed-up (wall / CPU time) | eval speed-up (wall / CPU time)"
         " | peak memory ours/ref | train share of matmul rate | eval share of matmul rate "
-        "(attention-bound ceiling) |"
+        "(kernel-bound ceiling) |"
     )
     print("|---|---|---|---|---|---|---|")
     for case in cases:
