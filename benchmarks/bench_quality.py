@@ -14,12 +14,15 @@ Run: ``python benchmarks/bench_quality.py [--quick] [--rotations 2] [--seeds 3]
 [--pretrain-steps 1500] [--finetune-steps 400] [--jobs 1] [--output DIR]``; on a 2-core
 machine ``--jobs 2 --num-threads 1`` runs two rotation x seed runs at a time. ``--quick`` is a
 smoke size (seconds per run, numbers meaningless). Every run's ``results.json`` stays under
-``--output``.
+``--output``; ``--reuse`` reads the runs already there (same settings, sessions and corpus)
+instead of training them again, so more seeds can be added to a finished benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import multiprocessing
 import tempfile
@@ -77,7 +80,15 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--corpus-seed", type=int, default=0, help="corpus seed")
     parser.add_argument("--output", type=Path, default=None, help="work folder (None: a temp dir)")
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read the runs already under --output (same settings, sessions and corpus) "
+        "instead of training them again",
+    )
     args = parser.parse_args()
+    if args.reuse and args.output is None:
+        parser.error("--reuse reads the runs of an earlier --output folder: pass --output")
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
@@ -142,6 +153,98 @@ def run_demo_job(job: dict[str, Any]) -> dict[str, Any]:
     return run_demo(**job)
 
 
+def corpus_digest(cache: Path) -> str:
+    """SHA-256 over the relative paths and bytes of the corpus's data files (sorted); the
+    cache's top-level index tables (``*.pqt``) are left out, as ONE rewrites them on loading."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in cache.rglob("*") if p.is_file()):
+        if path.parent == cache and path.suffix == ".pqt":
+            continue
+        digest.update(str(path.relative_to(cache)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+#: Settings of ``results.json`` a reused run must share with the job it stands for.
+REUSE_SETTINGS = ("hidden_size", "num_layers", "pretrain_steps", "finetune_steps", "seed")
+
+
+def reusable_run(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished run of `job` under its output folder, or None when there is none.
+
+    A run is reused only if its settings (:data:`REUSE_SETTINGS`, the ONE cache) and its
+    held-out and pretraining sessions are the job's; a run that differs is an error naming the
+    field, so that a table never mixes budgets.
+    """
+    results_path = Path(job["output_dir"]) / "report" / "results.json"
+    if not results_path.is_file():
+        return None
+    run = json.loads(results_path.read_text())
+    wanted = {key: job[key] for key in REUSE_SETTINGS}
+    wanted["cache_dir"] = str(job["cache_dir"])
+    settings = run.get("settings", {})
+    for key, value in wanted.items():
+        if settings.get(key) != value:
+            raise SystemExit(
+                f"--reuse: {results_path} has {key}={settings.get(key)!r}, this benchmark "
+                f"{value!r}; use another --output or drop --reuse"
+            )
+    heldout = list(job["heldout_eids"])
+    pretrain = [eid for eid in job["eids"] if eid not in heldout]
+    sessions = run.get("sessions", {})
+    if sessions.get("heldout") != heldout or sessions.get("pretrain") != pretrain:
+        raise SystemExit(
+            f"--reuse: {results_path} was trained on other sessions (held out "
+            f"{sessions.get('heldout')}, expected {heldout})"
+        )
+    return run
+
+
+def build_corpus(args: argparse.Namespace, cache: Path) -> list[str]:
+    """Write the synthetic ONE cache and return its session ids.
+
+    With ``--reuse`` and an existing cache (the one the reused runs were trained on), the
+    corpus is built beside it and must come out byte-identical; the existing cache is kept
+    either way, and a difference is an error.
+    """
+    corpus = dict(
+        n_trials=args.trials,
+        n_neurons_per_probe=args.neurons,
+        first_block_trials=min(90, args.trials // 3),
+        preset=args.preset,
+    )
+    if not (args.reuse and cache.is_dir()):
+        return make_synthetic_cache(cache, args.sessions, args.corpus_seed, **corpus)
+    with tempfile.TemporaryDirectory(dir=cache.parent) as scratch:
+        rebuilt = Path(scratch) / cache.name
+        eids = make_synthetic_cache(rebuilt, args.sessions, args.corpus_seed, **corpus)
+        if corpus_digest(rebuilt) != corpus_digest(cache):
+            raise SystemExit(
+                f"--reuse: the corpus under {cache} differs from the one these options build "
+                "(preset, sessions, trials, neurons, corpus seed, generator version): its runs "
+                "cannot be reused"
+            )
+    return eids
+
+
+def run_jobs(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each job's results (reused ones read, the others run, ``--jobs`` at a time), in order."""
+    runs: list[dict[str, Any] | None] = [reusable_run(job) if args.reuse else None for job in jobs]
+    todo = [job for job, run in zip(jobs, runs, strict=True) if run is None]
+    if args.reuse:
+        print(f"reusing {len(jobs) - len(todo)} run(s), running {len(todo)}", flush=True)
+    if args.jobs == 1:
+        fresh = [run_demo(**job) for job in todo]
+    else:  # independent runs in parallel processes; results in the jobs' order
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            fresh = list(pool.map(run_demo_job, todo))
+    fresh_runs = iter(fresh)
+    return [run if run is not None else next(fresh_runs) for run in runs]
+
+
 def main() -> None:
     """Build the corpus, run the rotation x seeds, print the table and the wall time."""
     args = parse_arguments()
@@ -149,15 +252,7 @@ def main() -> None:
     start = time.perf_counter()
     work = args.output or Path(tempfile.mkdtemp(prefix="neds_bench_quality_"))
     cache = work / "one_cache"
-    eids = make_synthetic_cache(
-        cache,
-        args.sessions,
-        args.corpus_seed,
-        n_trials=args.trials,
-        n_neurons_per_probe=args.neurons,
-        first_block_trials=min(90, args.trials // 3),
-        preset=args.preset,
-    )
+    eids = build_corpus(args, cache)
     jobs = [
         dict(
             output_dir=work / f"heldout{rotation}_seed{seed}",
@@ -176,12 +271,7 @@ def main() -> None:
         for rotation in range(args.rotations)
         for seed in range(args.seeds)
     ]
-    if args.jobs == 1:
-        runs = [run_demo(**job) for job in jobs]
-    else:  # independent runs in parallel processes; results in the jobs' order
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            runs = list(pool.map(run_demo_job, jobs))
+    runs = run_jobs(args, jobs)
     print(
         f"{args.preset} preset, {args.sessions} sessions x {args.trials} trials x "
         f"{args.neurons} units; {args.rotations} held-out rotation(s) x {args.seeds} seed(s); "
