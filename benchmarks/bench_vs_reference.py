@@ -567,45 +567,28 @@ def profile_worker(case_name: str, phase: str, system: str, rows: int, options) 
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def _cpu_rate(run: Any, flops: int, repeats: int = 8) -> float:
-    """FLOP/s of `run()` on a CPU-time basis (median of `repeats` after 2 untimed calls)."""
-    import torch
-
-    cpus = []
-    with torch.inference_mode():
-        for index in range(2 + repeats):
-            cpu = time.process_time()
-            run()
-            if index >= 2:
-                cpus.append(time.process_time() - cpu)
-    return flops / (statistics.median(cpus) / torch.get_num_threads())
-
-
-def attention_rate(tokens: int, batch_size: int = 16) -> float:
-    """FLOP/s of `scaled_dot_product_attention` at the cases' shape: batch 16, HEADS heads of
-    HIDDEN / HEADS dimensions, `tokens` queries and keys, no mask, inference.
-
-    Its two products (2·L²·H FLOPs each) are counted as matmul FLOPs by the shares, but the
-    fused kernel runs them well below the square-matmul rate at this small head dimension.
-    """
+def _attention_kernel(tokens: int, batch_size: int = 16) -> tuple[Callable[[], Any], int]:
+    """`scaled_dot_product_attention` at the cases' shape (batch 16, HEADS heads of
+    HIDDEN / HEADS dimensions, `tokens` queries and keys, no mask) and its FLOPs (2·L²·H per
+    product): counted as matmul FLOPs by the shares, run by a fused kernel well below the
+    square-matmul rate at this small head dimension."""
     import torch
     import torch.nn.functional as F
 
     shape = (batch_size, HEADS, tokens, HIDDEN // HEADS)
     query, key, value = (torch.randn(shape) for _ in range(3))
     flops = 4 * batch_size * tokens * tokens * HIDDEN
-    return _cpu_rate(lambda: F.scaled_dot_product_attention(query, key, value), flops)
+    return lambda: F.scaled_dot_product_attention(query, key, value), flops
 
 
-def layer_linear_rate(tokens: int, batch_size: int = 16) -> float:
-    """FLOP/s of one layer's four projections with bias at the cases' shapes (q/k/v H -> 3H,
-    output H -> H, MLP H -> I -> H on `batch_size x tokens` rows): thin products (inner size
-    256 or 512) that run below the 2048² rate."""
+def _projection_kernel(tokens: int, batch_size: int = 16) -> tuple[Callable[[], Any], int]:
+    """One layer's four projections with bias on `batch_size x tokens` rows (q/k/v H -> 3H,
+    output H -> H, MLP H -> I -> H) and their FLOPs: thin products (inner size 256 or 512)."""
     import torch
     import torch.nn.functional as F
 
     rows = batch_size * tokens
-    hidden, wide = torch.randn(rows, HIDDEN), torch.randn(rows, INTERMEDIATE)
+    inputs = {HIDDEN: torch.randn(rows, HIDDEN), INTERMEDIATE: torch.randn(rows, INTERMEDIATE)}
     shapes = [
         (HIDDEN, 3 * HIDDEN),
         (HIDDEN, HIDDEN),
@@ -616,20 +599,45 @@ def layer_linear_rate(tokens: int, batch_size: int = 16) -> float:
 
     def run() -> None:
         for (weight, bias), (inp, _) in zip(weights, shapes, strict=True):
-            F.linear(hidden if inp == HIDDEN else wide, weight, bias)
+            F.linear(inputs[inp], weight, bias)
 
-    return _cpu_rate(run, 2 * rows * sum(inp * out for inp, out in shapes))
+    return run, 2 * rows * sum(inp * out for inp, out in shapes)
+
+
+def kernel_rates(repeats: int = 12, size: int = 2048) -> dict[str, dict[str, float]]:
+    """Rates of attention and of a layer's projections at both layouts' token counts, relative
+    to a `size`² matmul timed in the same loop (calls interleaved, medians of CPU time), so a
+    noisy machine moves all three together and the ratios hold."""
+    import torch
+
+    matrices = torch.randn(size, size), torch.randn(size, size)
+    kernels = {"matmul": (lambda: matrices[0] @ matrices[1], 2 * size**3)}
+    for tokens in ATTENTION_TOKENS:
+        kernels[f"attention {tokens}"] = _attention_kernel(tokens)
+        kernels[f"projections {tokens}"] = _projection_kernel(tokens)
+    cpus: dict[str, list[float]] = {name: [] for name in kernels}
+    with torch.inference_mode():
+        for index in range(2 + repeats):
+            for name, (run, _) in kernels.items():
+                cpu = time.process_time()
+                run()
+                if index >= 2:
+                    cpus[name].append(time.process_time() - cpu)
+    rates = {name: flops / statistics.median(cpus[name]) for name, (_, flops) in kernels.items()}
+    return {
+        kind: {str(t): rates[f"{kind} {t}"] / rates["matmul"] for t in ATTENTION_TOKENS}
+        for kind in ("attention", "projections")
+    }
 
 
 def matmul_worker() -> dict[str, Any]:
-    """The machine's 2048² fp32 matmul rate with THREADS threads, and the rates of attention
-    and of a layer's projections at the token counts of both layouts (GFLOP/s)."""
+    """The machine's 2048² fp32 matmul rate with THREADS threads (GFLOP/s), and the relative
+    rates of attention and a layer's projections (:func:`kernel_rates`)."""
     import torch
 
     torch.set_num_threads(THREADS)
     result: dict[str, Any] = {key: value / 1e9 for key, value in matmul_rate().items()}
-    for name, rate in (("attention_gflops", attention_rate), ("linear_gflops", layer_linear_rate)):
-        result[name] = {str(tokens): rate(tokens) / 1e9 for tokens in ATTENTION_TOKENS}
+    result["relative_rates"] = kernel_rates()
     return result
 
 
@@ -726,28 +734,24 @@ def _share(row: dict, flops: float, cpu_s: float, peak_gflops: float) -> float:
     return 100 * flops / (cpu_s / THREADS) / 1e9 / peak_gflops
 
 
-def _eval_ceiling(row: dict, case: str, matmuls: list[dict], peak_gflops: float) -> str:
+def _eval_ceiling(row: dict, case: str, matmuls: list[dict]) -> str:
     """The evaluation share a forward pass could reach if it ran nothing but its products:
-    attention and the layers' projections at their measured rates (best round), the stitcher
-    and readout at the 2048² rate. What the measured share lacks from it is everything else
-    (norms, activations, embeddings, copies, Python)."""
+    attention and the layers' projections at their rates relative to the 2048² matmul (median
+    over rounds), the stitcher and readout at the matmul rate. What the measured share lacks
+    from it is everything else (norms, activations, embeddings, copies, Python)."""
     tokens = str(row["tokens"])
-    rates = {}
-    for name in ("attention_gflops", "linear_gflops"):
-        measured = [r[name][tokens] for r in matmuls if tokens in r.get(name, {})]
+    relative = {}
+    for kind in ("attention", "projections"):
+        measured = [r["relative_rates"][kind][tokens] for r in matmuls if "relative_rates" in r]
         if not measured:
             return "-"
-        rates[name] = max(measured)
+        relative[kind] = median(measured)
     layers, batch = CASES[case].layers, CASES[case].batch_size
     attention = batch * layers * 4 * row["tokens"] ** 2 * HIDDEN  # FLOPs of the two products
     linear = batch * layers * 2 * row["tokens"] * (4 * HIDDEN**2 + 2 * HIDDEN * INTERMEDIATE)
     other = row["forward_flops"] - attention - linear  # stitcher and readout
-    seconds = (
-        other / peak_gflops
-        + attention / rates["attention_gflops"]
-        + linear / rates["linear_gflops"]
-    )
-    return f"{100 * row['forward_flops'] / seconds / peak_gflops:.0f} %"
+    matmul_seconds = other + attention / relative["attention"] + linear / relative["projections"]
+    return f"{100 * row['forward_flops'] / matmul_seconds:.0f} %"
 
 
 def print_tables(results: list[dict], cases: list[str], systems: list[str]) -> None:
@@ -763,10 +767,12 @@ def print_tables(results: list[dict], cases: list[str], systems: list[str]) -> N
         )
     )
     for r in matmuls:
-        for name, what in (("attention_gflops", "attention"), ("linear_gflops", "projections")):
-            if name in r:
-                rates = ", ".join(f"{t} tokens {v:.0f}" for t, v in r[name].items())
-                print(f"{what}, batch 16, round {r['round']} (GFLOP/s): {rates}")
+        if "relative_rates" in r:
+            rates = "; ".join(
+                f"{kind} " + ", ".join(f"{t} tokens {100 * v:.0f} %" for t, v in by_tokens.items())
+                for kind, by_tokens in r["relative_rates"].items()
+            )
+            print(f"round {r['round']}, batch 16, share of the matmul rate: {rates}")
     print(
         "\n| case | system | train speed-up (wall / CPU time) | eval speed-up (wall / CPU time)"
         " | peak memory ours/ref | train share of matmul rate | eval share of matmul rate "
@@ -790,7 +796,7 @@ def print_tables(results: list[dict], cases: list[str], systems: list[str]) -> N
                 f"| {case} | {system} | {speed_ups[0]} / {speed_ups[1]} | "
                 f"{speed_ups[2]} / {speed_ups[3]} | {_fmt(memory, '')} "
                 f"({max(r['peak_rss_gb'] for r in rows):.2f} GB) | {train_share:.0f} % | "
-                f"{eval_share:.0f} % ({_eval_ceiling(rows[0], case, matmuls, peak)}) |"
+                f"{eval_share:.0f} % ({_eval_ceiling(rows[0], case, matmuls)}) |"
             )
     print_detail(results, cases, systems)
     print_inference(results, cases)
