@@ -360,7 +360,7 @@ def apply_rotary(x: torch.Tensor, rotary: torch.Tensor) -> torch.Tensor:
     """Rotate token vectors `x (B, L, ..., head_dim)` by the angles of `rotary (2, L, hd / 2)`.
 
     Dimensions ``(2i, 2i + 1)`` form pair ``i`` and become ``(a cos - b sin, a sin + b cos)``:
-    in float32/64 one complex product (one kernel instead of six real ones), otherwise (half
+    in float32/64 one complex product (one kernel instead of seven real ones), otherwise (half
     precision, tracing) the same in real arithmetic. The result keeps `x`'s token-major layout,
     so attention reads it without a copy, and its backward keeps only the angles.
     :class:`NedsQKVProjection` emits queries and keys with their pairs interleaved this way.
