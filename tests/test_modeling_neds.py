@@ -272,6 +272,20 @@ def test_attention_scores_follow_the_stored_rotary_pairing():
     assert not torch.allclose(emitted[:, :, 0], stored[:, :, 0])
 
 
+def test_model_without_rotary_takes_an_odd_head_size():
+    """Without RoPE the projection keeps the stored order (no pairs to interleave), so an odd
+    head size, which only RoPE forbids, still builds and runs."""
+    config = tiny_config(hidden_size=24, num_attention_heads=8, use_rope=False)
+    model = NedsForMaskedModeling(config).eval()
+    projection = model.neds.layers[0].attention.qkv_proj
+    hidden = torch.randn(2, 3, 24)
+    torch.testing.assert_close(
+        projection(hidden), torch.nn.functional.linear(hidden, projection.weight, projection.bias)
+    )
+    out = model(**make_batch(config, [0, 1]))
+    assert torch.isfinite(out.loss)
+
+
 def test_causal_attention_ignores_the_future():
     config = tiny_mtm_config()
     model = NedsForMaskedModeling(config).eval()

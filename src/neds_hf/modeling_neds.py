@@ -416,20 +416,21 @@ class NedsQKVProjection(nn.Linear):
     values at the fixup-scaled std x sqrt(2), as in the reference.
 
     Weights are stored in the reference's order, where rotary dimension ``i`` of a head pairs
-    with ``i + head_dim / 2``; the projection returns each query and key head with those pairs
-    interleaved (``2i, 2i + 1``), the layout :func:`apply_rotary` turns in one complex product.
-    Queries and keys are permuted alike, so attention scores are unchanged.
+    with ``i + head_dim / 2``; with `rotary`, the projection returns each query and key head
+    with those pairs interleaved (``2i, 2i + 1``), the layout :func:`apply_rotary` turns in one
+    complex product. Queries and keys are permuted alike, so attention scores are unchanged.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int):
+    def __init__(self, hidden_size: int, num_heads: int, rotary: bool = True):
         super().__init__(hidden_size, 3 * hidden_size)
-        self.num_heads = num_heads
-        self.register_buffer(
-            "output_order", self._buffer_values()["output_order"], persistent=False
-        )
+        self.num_heads, self.rotary = num_heads, rotary
+        for name, value in self._buffer_values().items():
+            self.register_buffer(name, value, persistent=False)
 
     def _buffer_values(self) -> dict[str, torch.Tensor]:
-        """Non-persistent buffer: the stored row behind each output feature."""
+        """Non-persistent buffer (with `rotary`): the stored row behind each output feature."""
+        if not self.rotary:
+            return {}
         head_dim = self.in_features // self.num_heads
         rows = torch.arange(3 * self.in_features).view(3, self.num_heads, head_dim)
         interleaved = torch.arange(head_dim).view(2, head_dim // 2).t().reshape(-1)  # (hd,)
@@ -437,7 +438,10 @@ class NedsQKVProjection(nn.Linear):
         return {"output_order": torch.cat([query_key.reshape(-1), rows[2].reshape(-1)])}
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """`hidden_states (..., H)` -> queries and keys (pairs interleaved), values `(..., 3H)`."""
+        """`hidden_states (..., H)` -> queries, keys (pairs interleaved with `rotary`), values
+        `(..., 3H)`."""
+        if not self.rotary:
+            return super().forward(hidden_states)
         return F.linear(hidden_states, self.weight[self.output_order], self.bias[self.output_order])
 
 
@@ -492,7 +496,9 @@ class NedsAttention(nn.Module):
         self.head_dim = config.head_dim
         self.attention_dropout = float(config.attention_dropout)
         self.dropout_mode = config.attention_dropout_mode
-        self.qkv_proj = NedsQKVProjection(config.hidden_size, config.num_attention_heads)
+        self.qkv_proj = NedsQKVProjection(
+            config.hidden_size, config.num_attention_heads, rotary=config.use_rope
+        )
         self.out_proj = NedsFixupLinear(config.hidden_size, config.hidden_size)
         self.dropout = NedsDropout(config.hidden_dropout)
 
