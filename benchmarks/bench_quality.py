@@ -21,7 +21,6 @@ instead of training them again, so more seeds can be added to a finished benchma
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from neds_hf.data.load import file_sha256
 from neds_hf.data.synthetic import make_synthetic_cache
 from neds_hf.demo import DEMO_DEFAULTS, METHODS, run_demo
 from neds_hf.metrics import ENCODING_METRICS
@@ -153,18 +153,14 @@ def run_demo_job(job: dict[str, Any]) -> dict[str, Any]:
     return run_demo(**job)
 
 
-def corpus_digest(cache: Path) -> str:
-    """SHA-256 over the relative paths and bytes of the corpus's data files (sorted); the
-    cache's top-level index tables (``*.pqt``) are left out, as ONE rewrites them on loading."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in cache.rglob("*") if p.is_file()):
-        if path.parent == cache and path.suffix == ".pqt":
-            continue
-        digest.update(str(path.relative_to(cache)).encode() + b"\0")
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+def corpus_files(cache: Path) -> dict[str, str]:
+    """SHA-256 of each data file of the corpus, by path relative to `cache`; the cache's
+    top-level index tables (``*.pqt``) are left out, as ONE rewrites them on loading."""
+    return {
+        str(path.relative_to(cache)): file_sha256(path)
+        for path in sorted(p for p in cache.rglob("*") if p.is_file())
+        if not (path.parent == cache and path.suffix == ".pqt")
+    }
 
 
 #: Settings of ``results.json`` a reused run must share with the job it stands for.
@@ -220,11 +216,15 @@ def build_corpus(args: argparse.Namespace, cache: Path) -> list[str]:
     with tempfile.TemporaryDirectory(dir=cache.parent) as scratch:
         rebuilt = Path(scratch) / cache.name
         eids = make_synthetic_cache(rebuilt, args.sessions, args.corpus_seed, **corpus)
-        if corpus_digest(rebuilt) != corpus_digest(cache):
+        built, existing = corpus_files(rebuilt), corpus_files(cache)
+        differing = sorted(
+            name for name in built.keys() | existing.keys() if built.get(name) != existing.get(name)
+        )
+        if differing:
             raise SystemExit(
                 f"--reuse: the corpus under {cache} differs from the one these options build "
-                "(preset, sessions, trials, neurons, corpus seed, generator version): its runs "
-                "cannot be reused"
+                "(preset, sessions, trials, neurons, corpus seed, generator version) in "
+                f"{len(differing)} file(s), first {differing[0]}: its runs cannot be reused"
             )
     return eids
 

@@ -192,8 +192,10 @@ def test_verifying_without_hashes_reads_no_file_contents(corpus, tmp_path, monke
     dataset = tmp_path / "dataset"
     shutil.copytree(corpus["dataset"], dataset)
     hashed = []
-    sha256 = load_module._sha256
-    monkeypatch.setattr(load_module, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    sha256 = load_module.file_sha256
+    monkeypatch.setattr(
+        load_module, "file_sha256", lambda path: hashed.append(path) or sha256(path)
+    )
     assert verify_dataset(dataset, hash_contents=False)["n_files_hashed"] == 0
     assert not hashed
     # a size-only check does not stand in for a hashed one ...

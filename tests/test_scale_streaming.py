@@ -174,8 +174,10 @@ def test_streaming_start_up_hashes_no_file_unless_asked(synthetic_corpus, tmp_pa
     dataset = tmp_path / "dataset"  # a fresh copy: not verified yet in this process
     shutil.copytree(synthetic_corpus["dataset_dir"], dataset)
     hashed = []
-    sha256 = load_module._sha256
-    monkeypatch.setattr(load_module, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    sha256 = load_module.file_sha256
+    monkeypatch.setattr(
+        load_module, "file_sha256", lambda path: hashed.append(path) or sha256(path)
+    )
     streamed = NedsStreamingTrials(dataset, shuffle_buffer_size=0)
     assert not hashed
     assert len(_keys(streamed)) == streamed.n_rows

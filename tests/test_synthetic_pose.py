@@ -1,12 +1,11 @@
 """Pose in the synthetic IBL corpus: the Lightning Pose table, true actions, action tuning."""
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from neds_hf.data import synthetic as syn
+from neds_hf.data.load import file_sha256
 from neds_hf.data.synthetic.pose import WHEEL_TURN_SPEED
 from neds_hf.data.synthetic.task import wheel_kinematics
 
@@ -39,10 +38,6 @@ def pose_cache(tmp_path_factory):
     return {"root": root, "eid": eids[0], "right_only": right_only.eid}
 
 
-def _sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_existing_files_are_byte_identical(pose_cache):
     root, eid = pose_cache["root"], pose_cache["eid"]
     session = root / "cortexlab/Subjects/SYN005_000/2023-01-02/001"
@@ -52,7 +47,7 @@ def test_existing_files_are_byte_identical(pose_cache):
             if name.startswith("ground_truth")
             else session / name
         )
-        assert _sha256(path) == digest, name
+        assert file_sha256(path) == digest, name
 
 
 def test_pose_table_is_listed_by_one_and_follows_ibl_naming(pose_cache):

@@ -52,6 +52,7 @@ __all__ = [
     "check_dataset_folder",
     "default_modalities",
     "file_record",
+    "file_sha256",
     "has_windows",
     "load_modalities",
     "load_neds_dataset",
@@ -137,7 +138,8 @@ def _parquet_rows(path: Path, session_id: str) -> int:
         ) from error
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -148,7 +150,7 @@ def _sha256(path: Path) -> str:
 def file_record(path: Path, rows: int) -> dict[str, Any]:
     """What :func:`verify_dataset` checks of a file, recorded at build time: its number of
     rows, size in bytes and SHA-256."""
-    return {"rows": int(rows), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"rows": int(rows), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _check_trials_schema(folder: Path, path: Path, expected: Any) -> None:
@@ -207,7 +209,7 @@ def _check_recorded_files(
                 f"session {session}: {path} is missing; rebuild the dataset"
             )
         size = path.stat().st_size
-        if size != record["bytes"] or (hash_contents and _sha256(path) != record["sha256"]):
+        if size != record["bytes"] or (hash_contents and file_sha256(path) != record["sha256"]):
             raise DatasetIntegrityError(
                 f"session {session}: {path} differs from the file written at build time "
                 f"({size} bytes, recorded {record['bytes']}; content hash differs): it was "
