@@ -164,6 +164,26 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "session_learning_rate_scale@finetune": 5.0,
         },
     ),
+    "lr1e-3_finetune_fit_readout": (
+        "learning rate 1e-3, new readouts fitted (Poisson GLM on encoder features)",
+        {"learning_rate": 1e-3, "fit_session_readouts@finetune": True},
+    ),
+    "lr1e-3_finetune_x4_fit_readout": (
+        "learning rate 1e-3, 4x the fine-tuning steps, new readouts fitted",
+        {
+            "learning_rate": 1e-3,
+            "finetune_steps_factor": 4,
+            "fit_session_readouts@finetune": True,
+        },
+    ),
+    "lr1e-3_pretrain_lr3e-3_fit_readout": (
+        "pretraining at learning rate 3e-3, fine-tuning at 1e-3 with new readouts fitted",
+        {
+            "learning_rate": 1e-3,
+            "learning_rate@pretrain": 3e-3,
+            "fit_session_readouts@finetune": True,
+        },
+    ),
     "lr1e-3_finetune_x4_lr2e-3": (
         "learning rate 1e-3, 4x the fine-tuning steps at 2e-3",
         {"learning_rate": 1e-3, "finetune_steps_factor": 4, "learning_rate@finetune": 2e-3},

@@ -41,6 +41,7 @@ __all__ = [
     "fit_linear_encoder",
     "fit_logistic_decoder",
     "fit_poisson_glm_encoder",
+    "fit_poisson_regression",
     "fit_ridge_decoder",
     "neuron_features",
     "oracle_expected_counts",
@@ -379,14 +380,7 @@ def fit_poisson_glm_encoder(
     behaviours, counts = _check_encoder_inputs(continuous_behaviours, spike_counts, "ridge", 1)
     if not l2_grid or min(l2_grid) < 0:
         raise ValueError(f"l2_grid must be non-empty and >= 0, got {list(l2_grid)}")
-    if not 0 < validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     num_trials, num_bins, num_neurons = counts.shape
-    num_validation = round(num_trials * validation_fraction)
-    if len(l2_grid) > 1 and not 1 <= num_validation < num_trials:
-        raise ValueError(
-            f"{num_trials} trials cannot be split {validation_fraction} for the L2 choice"
-        )
     labels = _labels_2d(trial_labels, num_trials)
     encoder = _unfitted_encoder(
         PoissonGlmEncoder,
@@ -400,19 +394,66 @@ def fit_poisson_glm_encoder(
         alpha=float(l2_grid[0]),
     )
     design = encoder.design_matrix(behaviours, labels)  # (trials * T, P)
-    targets = counts.reshape(-1, num_neurons)  # (trials * T, N)
+    weights, encoder.alpha = fit_poisson_regression(
+        design,
+        counts.reshape(-1, num_neurons),
+        num_bins,
+        l2_grid=l2_grid,
+        validation_fraction=validation_fraction,
+        max_iter=max_iter,
+    )
+    encoder.coefficients, encoder.intercept = weights[:-1], weights[-1]
+    return encoder
+
+
+def fit_poisson_regression(
+    design: np.ndarray,
+    counts: np.ndarray,
+    num_bins: int,
+    *,
+    l2_grid: Sequence[float] = GLM_L2_GRID,
+    validation_fraction: float = 0.2,
+    max_iter: int = 300,
+) -> tuple[np.ndarray, float]:
+    """Poisson regression (log link) of every neuron's counts on one design, L2 chosen on
+    held-out trials: returns the weights ``(P + 1, N)`` (intercept last) and the penalty.
+
+    `design` ``(trials * T, P)`` and `counts` ``(trials * T, N)`` hold whole trials of
+    `num_bins` rows each, in trial order. Each penalty of `l2_grid` (on the mean per-entry
+    negative log-likelihood; the intercept is not penalised) is fitted on all but the last
+    `validation_fraction` of the trials and scored by the Poisson likelihood of the rest;
+    the best one is refitted on every trial. A single-entry grid skips the choice.
+    """
+    design = np.asarray(design, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if design.ndim != 2 or counts.ndim != 2 or design.shape[0] != counts.shape[0]:
+        raise ValueError(
+            f"design (S, P) and counts (S, N) must share their rows, got {design.shape} and "
+            f"{counts.shape}"
+        )
+    if num_bins < 1 or design.shape[0] % num_bins:
+        raise ValueError(f"{design.shape[0]} rows are not whole trials of {num_bins} bins")
+    if not l2_grid or min(l2_grid) < 0:
+        raise ValueError(f"l2_grid must be non-empty and >= 0, got {list(l2_grid)}")
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    num_trials = design.shape[0] // num_bins
+    num_validation = round(num_trials * validation_fraction)
+    if len(l2_grid) > 1 and not 1 <= num_validation < num_trials:
+        raise ValueError(
+            f"{num_trials} trials cannot be split {validation_fraction} for the L2 choice"
+        )
+    alpha = float(l2_grid[0])
     if len(l2_grid) > 1:
         cut = (num_trials - num_validation) * num_bins
         augmented = np.concatenate([design[cut:], np.ones((design.shape[0] - cut, 1))], axis=1)
         losses, start = [], None
         for l2 in sorted(l2_grid, reverse=True):  # strongest first: warm starts loosen
-            start = _fit_poisson_weights(design[:cut], targets[:cut], l2, start, max_iter)
-            eta = np.clip(augmented @ start, None, 20.0)
-            losses.append((float((np.exp(eta) - targets[cut:] * eta).mean()), l2))
-        encoder.alpha = min(losses)[1]
-    weights = _fit_poisson_weights(design, targets, encoder.alpha, None, max_iter)
-    encoder.coefficients, encoder.intercept = weights[:-1], weights[-1]
-    return encoder
+            start = _fit_poisson_weights(design[:cut], counts[:cut], l2, start, max_iter)
+            eta = np.clip(augmented @ start, None, 20.0)  # (validation rows, N)
+            losses.append((float((np.exp(eta) - counts[cut:] * eta).mean()), float(l2)))
+        alpha = min(losses)[1]
+    return _fit_poisson_weights(design, counts, alpha, None, max_iter), alpha
 
 
 def neuron_features(spike_counts: Any, encoder: PoissonGlmEncoder) -> np.ndarray:

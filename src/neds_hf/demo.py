@@ -381,6 +381,9 @@ def _train_runs(
             settings,
             mode="finetune",
             model_name_or_path=runs["pretrain"].model_dir,
+            # the held-out sessions' readouts start from a Poisson GLM on the pretrained
+            # encoder's features (README, modelling notes)
+            fit_session_readouts=True,
         )
     with timer.stage(
         "scratch", f"training from scratch on the held-out sessions ({finetune_steps} steps)"

@@ -1434,13 +1434,11 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         """Heads on the final hidden states `(B, L, H)`: spike log-rates `(B, T, N)` and the
         behaviour predictions (see :class:`NedsMaskedModelingOutput`)."""
         config = self.config
-        num_bins = config.num_time_bins
-        start = int(config.use_prompt)
-        spike_hidden = hidden[:, start : start + num_bins]  # (B, T, H)
+        spike_hidden = self.spike_hidden_states(hidden)  # (B, T, H)
         spike_log_rates = self.spike_readout(
             spike_hidden, session_index, num_neurons, batch_session
         )  # (B, T, N)
-        start += num_bins
+        start = int(config.use_prompt) + config.num_time_bins
         behavior_predictions: dict[str, torch.Tensor] = {}
         for spec in config.behavior_modalities:
             count = config.modality_num_tokens(spec)
@@ -1460,6 +1458,12 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
                     modality_hidden
                 )  # (B, T, C)
         return spike_log_rates, behavior_predictions
+
+    def spike_hidden_states(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The final hidden states of the spike tokens, `(B, T, H)`: what the spike readout
+        reads (each neuron's log-rate is a dot product with one of them, plus a bias)."""
+        start = int(self.config.use_prompt)
+        return hidden[:, start : start + self.config.num_time_bins]  # (B, T, H)
 
     def _loss_targets(
         self,
@@ -1564,21 +1568,45 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         lets training work on structure from the first step. `mean_counts` maps session ids to
         per-neuron mean counts per bin; other sessions are left as they are.
         """
-        table = self.spike_readout.session_neurons
         for session_id, values in mean_counts.items():
-            if session_id not in self.config.sessions:
-                raise ValueError(
-                    f"set_baseline_rates: session {session_id!r} is unknown to the model"
-                )
-            rows = table.session_rows(self.config.session_ids.index(session_id))
+            rows = self._readout_rows(session_id, "set_baseline_rates")
             values = torch.as_tensor(values, dtype=torch.float64).flatten()
             if values.numel() != rows.stop - rows.start:
                 raise ValueError(
                     f"set_baseline_rates: session {session_id} has {rows.stop - rows.start} "
                     f"neurons, got {values.numel()} mean counts"
                 )
+            table = self.spike_readout.session_neurons
             bias = torch.log(values.clamp_min(1e-4)).to(table.neuron_weight.dtype)
             table.neuron_weight[rows, -1] = bias.to(table.neuron_weight.device)
+
+    @torch.no_grad()
+    def set_spike_readout(self, session_id: str, weight: Any, bias: Any) -> None:
+        """Set one session's spike readout from arrays `weight (n, H)` and `bias (n,)`, so
+        that neuron `i`'s log-rate is ``spike_hidden @ weight[i] + bias[i]`` (e.g. a Poisson
+        regression on :meth:`spike_hidden_states`, to start fine-tuning from a fitted
+        readout)."""
+        rows = self._readout_rows(session_id, "set_spike_readout")
+        table = self.spike_readout.session_neurons
+        num_neurons, width = rows.stop - rows.start, table.width - 1
+        weight = torch.as_tensor(weight, dtype=torch.float64)
+        bias = torch.as_tensor(bias, dtype=torch.float64)
+        if tuple(weight.shape) != (num_neurons, width) or tuple(bias.shape) != (num_neurons,):
+            raise ValueError(
+                f"set_spike_readout: session {session_id} needs weight ({num_neurons}, {width}) "
+                f"and bias ({num_neurons},), got {tuple(weight.shape)} and {tuple(bias.shape)}"
+            )
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ValueError(f"set_spike_readout: session {session_id}: non-finite readout")
+        readout = torch.cat([weight, bias[:, None]], dim=1)  # (n, H + 1)
+        table.neuron_weight[rows] = readout.to(table.neuron_weight)
+
+    def _readout_rows(self, session_id: str, caller: str) -> slice:
+        """The spike-readout table rows of a session (a ValueError naming `caller` if unknown)."""
+        if session_id not in self.config.sessions:
+            raise ValueError(f"{caller}: session {session_id!r} is unknown to the model")
+        session = self.config.session_ids.index(session_id)
+        return self.spike_readout.session_neurons.session_rows(session)
 
     # ---------------------------------------------------------------------------------------
     # Convenience for users

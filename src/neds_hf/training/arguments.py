@@ -191,6 +191,13 @@ class NedsTrainingArguments(_ConfigArguments):
         default=True,
         metadata={"help": "Start new sessions' readouts at each neuron's mean training rate."},
     )
+    fit_session_readouts: bool = field(
+        default=False,
+        metadata={
+            "help": "Fine-tuning: start new sessions' spike readouts from a Poisson GLM of "
+            "their training counts on the pretrained encoder's encoding features."
+        },
+    )
     keep_pretrained_sessions: bool = field(
         default=False,
         metadata={"help": "Keep the pretraining sessions' parameters when fine-tuning."},
@@ -392,6 +399,10 @@ class NedsTrainingArguments(_ConfigArguments):
             errors.append("mode=finetune needs model_name_or_path (a pretrained folder or Hub id)")
         if self.freeze_encoder != "none" and not self.model_name_or_path:
             errors.append("freeze_encoder needs a pretrained encoder (model_name_or_path)")
+        if self.fit_session_readouts and not self.model_name_or_path:
+            errors.append("fit_session_readouts needs a pretrained encoder (model_name_or_path)")
+        if self.fit_session_readouts and self.streaming:
+            errors.append("fit_session_readouts needs the training trials in memory (no streaming)")
         if self.freeze_encoder == "warmup" and self.freeze_warmup_steps <= 0:
             errors.append("freeze_encoder=warmup needs freeze_warmup_steps > 0")
         if self.dataloader_prefetch_factor is not None and self.dataloader_num_workers == 0:

@@ -27,6 +27,7 @@ import torch
 from ..configuration_neds import NedsConfig, allows_missing, check_declared_modalities
 from ..modeling_neds import NedsForMaskedModeling, is_session_parameter
 from .arguments import ARCHITECTURE_FIELDS, CONFIG_ARGUMENT_FIELDS, select_modalities
+from .readout_fit import fit_session_readouts
 
 __all__ = [
     "build_config",
@@ -302,7 +303,8 @@ def _check_dataset_modalities(model: NedsForMaskedModeling, dataset: Any) -> Non
 def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> NedsForMaskedModeling:
     """The model to train: new (pretraining) or pretrained with the dataset's sessions.
 
-    New sessions' readouts start at each neuron's mean training rate (`init_baseline_rates`);
+    New sessions' readouts start at each neuron's mean training rate (`init_baseline_rates`)
+    or, with `fit_session_readouts`, at a Poisson GLM on the pretrained encoder's features;
     `freeze_encoder=all` freezes the shared encoder; `gradient_checkpointing` turns it on.
     """
     dataset_sessions = {s: train_data.n_neurons[s] for s in train_data.session_ids}
@@ -313,6 +315,8 @@ def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> Ne
         fresh_sessions = list(dataset_sessions)
     if args.init_baseline_rates and fresh_sessions:
         model.set_baseline_rates(mean_counts_per_bin(train_data, fresh_sessions))
+    if args.fit_session_readouts and fresh_sessions:
+        fit_session_readouts(model, train_data, fresh_sessions)
     _check_dataset_modalities(model, args.dataset)
     for spec in model.config.behavior_modalities:
         if spec["name"] not in features:
