@@ -276,3 +276,19 @@ def test_training_with_the_bwb_behaviours_has_a_finite_loss(synthetic_corpus, tm
         e["train/loss/licking_rate"] for e in result.history if "train/loss/licking_rate" in e
     ]
     assert licking and all(np.isfinite(licking))
+    # fine-tuning from it with fitted readouts: the fit runs the encoding protocol on trials
+    # with missing entries (masked, never read as values)
+    finetuned = train(
+        tiny_args(
+            synthetic_corpus,
+            tmp_path / "finetune",
+            mode="finetune",
+            sessions=synthetic_corpus["heldout_eids"],
+            model_name_or_path=result.model_dir,
+            fit_session_readouts=True,
+            max_steps=2,
+        )
+    )
+    losses = [e["train/loss"] for e in finetuned.history if "train/loss" in e]
+    readout = finetuned.model.spike_readout.session_neurons.neuron_weight
+    assert len(losses) == 2 and all(np.isfinite(losses)) and bool(torch.isfinite(readout).all())

@@ -313,16 +313,17 @@ def prepare_model(args: Any, train_data: Any, features: Mapping[str, Any]) -> Ne
     else:
         model = NedsForMaskedModeling(build_config(args, dataset_sessions))
         fresh_sessions = list(dataset_sessions)
-    if args.init_baseline_rates and fresh_sessions:
-        model.set_baseline_rates(mean_counts_per_bin(train_data, fresh_sessions))
-    if args.fit_session_readouts and fresh_sessions:
-        fit_session_readouts(model, train_data, fresh_sessions)
     _check_dataset_modalities(model, args.dataset)
     for spec in model.config.behavior_modalities:
         if spec["name"] not in features:
             raise ValueError(
                 f"the model predicts {spec['name']!r} but dataset {args.dataset} has no such column"
             )
+    if args.init_baseline_rates and fresh_sessions:
+        model.set_baseline_rates(mean_counts_per_bin(train_data, fresh_sessions))
+    if args.fit_session_readouts and fresh_sessions:
+        # after the modality checks: missing behaviour entries are known to the model by now
+        fit_session_readouts(model, train_data, fresh_sessions)
     if args.freeze_encoder == "all":
         model.freeze_encoder()
     if args.gradient_checkpointing:
