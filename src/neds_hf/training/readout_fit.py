@@ -5,9 +5,9 @@ A new session's readout rows are otherwise random (with the bias at the mean rat
 first part of fine-tuning is spent learning, through the whole network, a linear map that can
 be fitted directly: with all spikes hidden and the behaviours shown (the encoding protocol),
 the pretrained encoder already computes features of the behaviour; a Poisson GLM of each new
-neuron's training counts on them (L2 chosen on held-out training trials) is the readout that
-explains the most of that neuron given those features. The model's weights are otherwise
-untouched.
+neuron's training counts on them (standardised; L2 chosen on held-out training trials) is the
+readout that explains the most of that neuron given those features. The model's weights are
+otherwise untouched.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ from ..baselines import fit_poisson_regression
 from ..collator import DataCollatorForNedsMasking
 from ..modeling_neds import NedsForMaskedModeling
 
-__all__ = ["READOUT_L2_GRID", "encoding_features", "fit_session_readouts"]
+__all__ = ["READOUT_L2_GRID", "READOUT_MAX_ITER", "encoding_features", "fit_session_readouts"]
 
 logger = logging.getLogger(__name__)
 
-#: L2 penalties tried for a fitted readout (on the mean per-entry Poisson NLL; the features
-#: are final-layer-normalised hidden states, about unit scale per entry).
-READOUT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+#: L2 penalties tried for a fitted readout (on the mean per-entry Poisson NLL, weights of
+#: standardised features).
+READOUT_L2_GRID = (1e-3, 1e-2, 1e-1)
+#: L-BFGS iterations per fit: on standardised features 100 reach the held-out likelihood of 300
+#: on raw ones (within 0.02 %, one demo-size session) in a third of the time.
+READOUT_MAX_ITER = 100
 
 
 @torch.no_grad()
@@ -90,13 +93,19 @@ def fit_session_readouts(
         trials = [train_data[int(row)] for row in rows]
         features, counts = encoding_features(model, trials, train_data.normalization)
         num_neurons = model.config.sessions[session_id]
+        # standardised features: the fit is far better conditioned (hidden states share large
+        # common components) and the penalty treats every feature alike
+        mean, scale = features.mean(0), features.std(0) + 1e-6  # (H,)
         weights, penalties[session_id] = fit_poisson_regression(
-            features,
+            (features - mean) / scale,
             counts[:, :num_neurons],
             model.config.num_time_bins,
             l2_grid=l2_grid,
+            max_iter=READOUT_MAX_ITER,
         )  # (H + 1, n)
-        model.set_spike_readout(session_id, weights[:-1].T, weights[-1])
+        weight = weights[:-1] / scale[:, None]  # (H, n), on the raw features
+        bias = weights[-1] - mean @ weight  # (n,)
+        model.set_spike_readout(session_id, weight.T, bias)
         logger.info(
             "session %s: readout fitted on %d training trials (Poisson GLM on the encoder's "
             "encoding features, L2 %g)",
