@@ -265,11 +265,11 @@ def test_attention_scores_follow_the_stored_rotary_pairing():
     reference = torch.einsum(
         "blhd,bmhd->bhlm", half_split_rotary(stored[:, :, 0]), half_split_rotary(stored[:, :, 1])
     )
-    emitted = projection(hidden).view(2, 5, 3, heads, head_dim)
-    query, key = apply_rotary(emitted[:, :, :2], angles).unbind(2)  # each (B, L, heads, hd)
+    emitted = [t.view(2, 5, heads, head_dim) for t in projection(hidden)]  # q, k, v
+    query, key = (apply_rotary(t, angles) for t in emitted[:2])  # each (B, L, heads, hd)
     torch.testing.assert_close(torch.einsum("blhd,bmhd->bhlm", query, key), reference)
-    torch.testing.assert_close(emitted[:, :, 2], stored[:, :, 2])  # values in stored order
-    assert not torch.allclose(emitted[:, :, 0], stored[:, :, 0])
+    torch.testing.assert_close(emitted[2], stored[:, :, 2])  # values in stored order
+    assert not torch.allclose(emitted[0], stored[:, :, 0])
 
 
 def test_model_without_rotary_takes_an_odd_head_size():
@@ -280,7 +280,8 @@ def test_model_without_rotary_takes_an_odd_head_size():
     projection = model.neds.layers[0].attention.qkv_proj
     hidden = torch.randn(2, 3, 24)
     torch.testing.assert_close(
-        projection(hidden), torch.nn.functional.linear(hidden, projection.weight, projection.bias)
+        torch.cat(projection(hidden), -1),
+        torch.nn.functional.linear(hidden, projection.weight, projection.bias),
     )
     out = model(**make_batch(config, [0, 1]))
     assert torch.isfinite(out.loss)
@@ -771,7 +772,7 @@ def test_bf16_autocast_forward_on_cpu(model):
     reference = model(**batch)
     seen = []
     hook = model.neds.layers[0].attention.qkv_proj.register_forward_hook(
-        lambda module, inputs, output: seen.append(output.dtype)
+        lambda module, inputs, output: seen.append(output[0].dtype)
     )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**batch)

@@ -49,20 +49,29 @@ def test_recomputing_path_matches_the_composition(preceded_by):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_qkv_projection_recomputes_its_norm_with_the_permuted_weights():
+@pytest.mark.parametrize("rotary", [True, False], ids=["rotary-order", "stored-order"])
+def test_qkv_projection_recomputes_its_norm_and_takes_three_gradients(rotary):
     torch.manual_seed(1)
-    projection, norm = NedsQKVProjection(8, 2).double(), _layer_norm()
+    projection, norm = NedsQKVProjection(8, 2, rotary=rotary).double(), _layer_norm()
+    with torch.no_grad():
+        projection.bias.uniform_(-1.0, 1.0)
     hidden = _inputs(2, 3, 8, seed=2)
     fused = projection(hidden, preceded_by=norm)
-    plain = projection(norm(hidden))  # the plain path, same output order
-    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-12)
-    upstream = torch.randn_like(plain)
+    assert all(t.grad_fn.name() == "_NormThenQKVBackward" for t in fused)
+    assert all(t.is_contiguous() and t.shape == (2, 3, 8) for t in fused)
+    plain = projection(norm(hidden))  # the plain path: views of one product
+    assert plain[0].grad_fn.name() != "_NormThenQKVBackward"
+    for got, want in zip(fused, plain):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    upstream = [torch.randn_like(t) for t in plain]
     parameters = [hidden, projection.weight, projection.bias, norm.weight, norm.bias]
-    for got, want in zip(
+    names = ["inputs", "weight", "bias", "norm weight", "norm bias"]
+    for name, got, want in zip(
+        names,
         torch.autograd.grad(fused, parameters, upstream),
         torch.autograd.grad(plain, parameters, upstream),
     ):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_plain_path_without_gradients_with_hooks_and_under_autocast():

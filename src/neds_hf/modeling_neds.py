@@ -212,6 +212,57 @@ class _ActivationThenLinear(torch.autograd.Function):
         return grad_pre_activation, None, grad_weight, grad_bias
 
 
+class _NormThenQKV(torch.autograd.Function):
+    """``F.layer_norm`` then the fused query/key/value projection, returning queries, keys and
+    values as three tensors `(..., H)`. Keeps the norm's input (recomputing the norm in the
+    backward pass) and takes the three gradients as they come: no concatenation of them, and
+    the weight gradient is written straight into the stored row order (`output_order`)."""
+
+    @staticmethod
+    def forward(ctx, hidden, norm_weight, norm_bias, eps, weight, bias, output_order):
+        """`hidden (..., H)` -> queries, keys, values `(..., H)` each."""
+        normed = F.layer_norm(hidden, hidden.shape[-1:], norm_weight, norm_bias, eps)  # (..., H)
+        emitted_weight = weight if output_order is None else weight[output_order]  # (3H, H)
+        emitted_bias = bias if output_order is None else bias[output_order]  # (3H,)
+        ctx.eps = eps
+        ctx.save_for_backward(hidden, norm_weight, norm_bias, emitted_weight, output_order)
+        return tuple(
+            F.linear(normed, part_weight, part_bias)  # (..., H)
+            for part_weight, part_bias in zip(emitted_weight.chunk(3), emitted_bias.chunk(3))
+        )
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_query, grad_key, grad_value):
+        """Gradients for the input, the norm's parameters and the stored weight and bias."""
+        hidden, norm_weight, norm_bias, emitted_weight, output_order = ctx.saved_tensors
+        with torch.enable_grad():
+            norm_inputs = [t.detach().requires_grad_() for t in (hidden, norm_weight, norm_bias)]
+            normed = F.layer_norm(norm_inputs[0], hidden.shape[-1:], *norm_inputs[1:], ctx.eps)
+        normed_flat = normed.detach().reshape(-1, normed.shape[-1])  # (M, H)
+        grad_weight = torch.empty_like(emitted_weight)  # (3H, H), emitted row order
+        grad_bias = emitted_weight.new_empty(emitted_weight.shape[0])  # (3H,)
+        grads = (grad_query, grad_key, grad_value)
+        grad_normed = None
+        for grad, part_weight, weight_rows, bias_rows in zip(
+            grads, emitted_weight.chunk(3), grad_weight.chunk(3), grad_bias.chunk(3)
+        ):
+            grad_flat = grad.reshape(-1, grad.shape[-1])  # (M, H)
+            if grad_normed is None:
+                grad_normed = grad_flat @ part_weight  # (M, H)
+            else:
+                grad_normed.addmm_(grad_flat, part_weight)
+            torch.mm(grad_flat.t(), normed_flat, out=weight_rows)  # (H, H)
+            torch.sum(grad_flat, 0, out=bias_rows)  # (H,)
+        if output_order is not None:  # emitted row i is stored row output_order[i]
+            grad_weight = torch.empty_like(grad_weight).index_copy_(0, output_order, grad_weight)
+            grad_bias = torch.empty_like(grad_bias).index_copy_(0, output_order, grad_bias)
+        grad_hidden, grad_norm_weight, grad_norm_bias = torch.autograd.grad(
+            normed, norm_inputs, grad_normed.view_as(normed)
+        )
+        return grad_hidden, grad_norm_weight, grad_norm_bias, None, grad_weight, grad_bias, None
+
+
 class NedsLinear(nn.Linear):
     """A Linear layer that can apply the cheap step before it (a LayerNorm or an elementwise
     activation, `preceded_by`) itself.
@@ -529,7 +580,8 @@ def neds_dropout(hidden: torch.Tensor, p: float, training: bool) -> torch.Tensor
     if hidden.device.type != "cpu" or p >= 1.0 or _is_tracing():
         return F.dropout(hidden, p, training=True)
     keep = torch.rand(hidden.shape, device=hidden.device) >= p  # bool, shaped like hidden
-    return hidden.mul(keep).mul_(1.0 / (1.0 - p))
+    # `where`, not `hidden * keep`: a product would first convert the mask to a float copy
+    return torch.where(keep, hidden, 0.0).mul_(1.0 / (1.0 - p))
 
 
 class NedsDropout(nn.Dropout):
@@ -553,6 +605,11 @@ class NedsQKVProjection(NedsLinear):
     with ``i + head_dim / 2``; with `rotary`, the projection returns each query and key head
     with those pairs interleaved (``2i, 2i + 1``), the layout :func:`apply_rotary` turns in one
     complex product. Queries and keys are permuted alike, so attention scores are unchanged.
+
+    Queries, keys and values come out as three tensors. Preceded by a LayerNorm in a forward
+    that records gradients (see :class:`NedsLinear`), they are three products whose gradients
+    reach the backward pass separately, so neither their concatenation nor a copy of the values
+    out of a fused output is needed; otherwise they are views of one fused product.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, rotary: bool = True):
@@ -575,13 +632,29 @@ class NedsQKVProjection(NedsLinear):
         self,
         hidden_states: torch.Tensor,
         preceded_by: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`hidden_states (..., H)` (through `preceded_by` first, see :class:`NedsLinear`) ->
-        queries, keys (pairs interleaved with `rotary`), values `(..., 3H)`."""
-        if not self.rotary:
-            return super().forward(hidden_states, preceded_by)
-        weight, bias = self.weight[self.output_order], self.bias[self.output_order]
-        return self._project(hidden_states, weight, bias, preceded_by)
+        queries, keys (pairs interleaved with `rotary`) and values, `(..., H)` each."""
+        output_order = self.output_order if self.rotary else None
+        if isinstance(preceded_by, nn.LayerNorm) and self._recomputes(hidden_states, preceded_by):
+            return _NormThenQKV.apply(
+                hidden_states,
+                preceded_by.weight,
+                preceded_by.bias,
+                preceded_by.eps,
+                self.weight,
+                self.bias,
+                output_order,
+            )
+        weight, bias = self.weight, self.bias
+        if output_order is not None:
+            weight, bias = weight[output_order], bias[output_order]
+        query, key, value = self._project(hidden_states, weight, bias, preceded_by).chunk(3, -1)
+        if torch.is_grad_enabled():
+            # a copy: attention keeps its value input for backward, and a view would keep the
+            # whole (..., 3H) product alive for it
+            value = value.contiguous()
+        return query, key, value
 
 
 def eager_attention_forward(
@@ -652,20 +725,16 @@ class NedsAttention(nn.Module):
         """`hidden_states (B, L, H)`, normalised first by `norm` if given, -> attended
         `(B, L, H)` and, if asked, the probabilities."""
         batch_size, length, _ = hidden_states.shape
-        qkv = self.qkv_proj(hidden_states, preceded_by=norm).view(
-            batch_size, length, 3, self.num_heads, self.head_dim
+        head_shape = (batch_size, length, self.num_heads, self.head_dim)
+        query, key, value = (
+            projected.view(head_shape)  # (B, L, heads, head_dim)
+            for projected in self.qkv_proj(hidden_states, preceded_by=norm)
         )
         if rotary is not None:
-            # one split, not two slices: its backward concatenates the gradients instead of
-            # zero-filling a full (B, L, 3, heads, hd) tensor per slice and adding them
-            query_key, value = qkv.split([2, 1], dim=2)  # (B, L, 2 | 1, heads, head_dim)
-            query_key = apply_rotary(query_key, rotary)  # (B, L, 2, heads, head_dim)
-            query, key = query_key.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, hd)
-            # a copy: attention keeps its value input for backward, and a view would keep the
-            # whole (B, L, 3, heads, hd) projection alive for it
-            value = value.squeeze(2).contiguous().transpose(1, 2)  # (B, heads, L, head_dim)
-        else:
-            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, hd)
+            query, key = apply_rotary(query, rotary), apply_rotary(key, rotary)  # token-major
+        # token-major layouts seen head-major: attention reads them, and hands its gradients
+        # back, without a copy
+        query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, heads, L, hd)
         dropout = 0.0
         if self.training and self.attention_dropout > 0:
             if self.dropout_mode == "keys":
@@ -1579,16 +1648,12 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
         """Heads on the final hidden states `(B, L, H)`: spike log-rates `(B, T, N)` and the
         behaviour predictions (see :class:`NedsMaskedModelingOutput`)."""
         config = self.config
-        spike_hidden = self.spike_hidden_states(hidden)  # (B, T, H)
+        spike_hidden, modality_hiddens = self._token_groups(hidden)
         spike_log_rates = self.spike_readout(
             spike_hidden, session_index, num_neurons, batch_session
         )  # (B, T, N)
-        start = int(config.use_prompt) + config.num_time_bins
         behavior_predictions: dict[str, torch.Tensor] = {}
-        for spec in config.behavior_modalities:
-            count = config.modality_num_tokens(spec)
-            modality_hidden = hidden[:, start : start + count]  # (B, tokens, H)
-            start += count
+        for spec, modality_hidden in zip(config.behavior_modalities, modality_hiddens):
             if spec["kind"] == "continuous":
                 behavior_predictions[spec["name"]] = self.continuous_heads[spec["name"]](
                     modality_hidden
@@ -1607,8 +1672,20 @@ class NedsForMaskedModeling(NedsPreTrainedModel):
     def spike_hidden_states(self, hidden: torch.Tensor) -> torch.Tensor:
         """The final hidden states of the spike tokens, `(B, T, H)`: what the spike readout
         reads (each neuron's log-rate is a dot product with one of them, plus a bias)."""
-        start = int(self.config.use_prompt)
-        return hidden[:, start : start + self.config.num_time_bins]  # (B, T, H)
+        return self._token_groups(hidden)[0]
+
+    def _token_groups(self, hidden: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The final hidden states `(B, L, H)` by token group: the spike tokens `(B, T, H)` and
+        each behaviour modality's tokens `(B, tokens, H)` in config order.
+
+        One split rather than a slice per group: a slice's backward zero-fills a whole
+        `(B, L, H)` gradient, the split's writes each group's gradient once.
+        """
+        config = self.config
+        sizes = [int(config.use_prompt), config.num_time_bins]
+        sizes += [config.modality_num_tokens(spec) for spec in config.behavior_modalities]
+        _, spike_hidden, *modality_hiddens = hidden.split(sizes, dim=1)
+        return spike_hidden, modality_hiddens
 
     def _loss_targets(
         self,
