@@ -157,6 +157,17 @@ def _linear_backward(
     return grad_inputs, grad_weight, grad_flat.sum(0) if has_bias else None  # bias (out,)
 
 
+def _recompute_layer_norm(
+    hidden: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A LayerNorm's output `(..., H)` recomputed in a backward pass, with a graph to its
+    (detached) input, weight and bias, which are returned for `torch.autograd.grad`."""
+    with torch.enable_grad():
+        norm_inputs = [t.detach().requires_grad_() for t in (hidden, norm_weight, norm_bias)]
+        normed = F.layer_norm(norm_inputs[0], hidden.shape[-1:], *norm_inputs[1:], eps)
+    return normed, norm_inputs
+
+
 class _NormThenLinear(torch.autograd.Function):
     """``F.linear(F.layer_norm(hidden))`` keeping the norm's input (which the residual stream
     keeps anyway) instead of its output: the norm is recomputed in the backward pass."""
@@ -174,9 +185,7 @@ class _NormThenLinear(torch.autograd.Function):
     def backward(ctx, grad_output):
         """Gradients for the input, the norm's and the linear's parameters (`eps`: none)."""
         hidden, norm_weight, norm_bias, weight = ctx.saved_tensors
-        with torch.enable_grad():
-            norm_inputs = [t.detach().requires_grad_() for t in (hidden, norm_weight, norm_bias)]
-            normed = F.layer_norm(norm_inputs[0], hidden.shape[-1:], *norm_inputs[1:], ctx.eps)
+        normed, norm_inputs = _recompute_layer_norm(hidden, norm_weight, norm_bias, ctx.eps)
         grad_normed, grad_weight, grad_bias = _linear_backward(
             grad_output, normed.detach(), weight, ctx.has_bias
         )
@@ -236,9 +245,7 @@ class _NormThenQKV(torch.autograd.Function):
     def backward(ctx, grad_query, grad_key, grad_value):
         """Gradients for the input, the norm's parameters and the stored weight and bias."""
         hidden, norm_weight, norm_bias, emitted_weight, output_order = ctx.saved_tensors
-        with torch.enable_grad():
-            norm_inputs = [t.detach().requires_grad_() for t in (hidden, norm_weight, norm_bias)]
-            normed = F.layer_norm(norm_inputs[0], hidden.shape[-1:], *norm_inputs[1:], ctx.eps)
+        normed, norm_inputs = _recompute_layer_norm(hidden, norm_weight, norm_bias, ctx.eps)
         normed_flat = normed.detach().reshape(-1, normed.shape[-1])  # (M, H)
         grad_weight = torch.empty_like(emitted_weight)  # (3H, H), emitted row order
         grad_bias = emitted_weight.new_empty(emitted_weight.shape[0])  # (3H,)
