@@ -14,9 +14,11 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from neds_hf import NedsConfig, NedsForMaskedModeling, NedsModel
 from neds_hf.modeling_neds import (
+    DROPOUT_RATE_LEVELS,
     NedsQKVProjection,
     NedsRotaryEmbedding,
     apply_rotary,
+    dropout_keep_mask,
     eager_attention_forward,
     is_session_parameter,
     make_dummy_inputs,
@@ -523,8 +525,9 @@ def test_train_mode_dropout_is_active_and_eval_is_deterministic():
 @pytest.mark.parametrize("p", [0.1, 0.4, 0.9])
 def test_cpu_dropout_is_inverted_dropout_at_rate_p(p):
     """The CPU dropout zeroes a share p of entries (binomial tolerance, 5 sd), scales the rest by
-    1 / (1 - p), passes gradients only through kept entries with the same scale, is a pure
-    function of the torch seed, and is the identity outside training or at p = 0."""
+    1 / (1 - p) for p on its 2^-16 grid (within 7.6e-6 of p), passes gradients only through
+    kept entries with the same scale, is a pure function of the torch seed, and is the identity
+    outside training or at p = 0."""
     hidden = torch.rand(64, 50, 32) + 0.5  # (B, L, H), no exact zeros
     hidden.requires_grad_(True)
     torch.manual_seed(0)
@@ -532,13 +535,42 @@ def test_cpu_dropout_is_inverted_dropout_at_rate_p(p):
     kept = dropped != 0
     n = kept.numel()
     assert abs((~kept).sum().item() / n - p) < 5 * (p * (1 - p) / n) ** 0.5
-    torch.testing.assert_close(dropped[kept], hidden.detach()[kept] / (1 - p))
+    p_used = round(p * DROPOUT_RATE_LEVELS) / DROPOUT_RATE_LEVELS
+    assert abs(p_used - p) <= 0.5 / DROPOUT_RATE_LEVELS
+    torch.testing.assert_close(dropped[kept], hidden.detach()[kept] / (1 - p_used))
     dropped.backward(torch.ones_like(dropped))
-    torch.testing.assert_close(hidden.grad, kept.float() / (1 - p))
+    torch.testing.assert_close(hidden.grad, kept.float() / (1 - p_used))
     torch.manual_seed(0)
     assert torch.equal(neds_dropout(hidden, p, training=True), dropped)
     assert neds_dropout(hidden, p, training=False) is hidden
     assert neds_dropout(hidden, 0.0, training=True) is hidden
+
+
+def test_dropout_keep_mask_uses_every_random_bit_evenly():
+    """Four entries share one 64-bit draw: each of the four lanes keeps the same share (5 sd), so
+    no lane reads a constant sign bit, and the rate tracks p finely (p = 0.5 and 0.5 + 2^-10
+    differ by 2^-10 and their masks' shares differ accordingly)."""
+    torch.manual_seed(3)
+    n = 1 << 20
+    keep, scale = dropout_keep_mask((n,), 0.5, torch.device("cpu"))
+    assert keep.dtype == torch.bool and keep.shape == (n,) and scale == 2.0
+    tolerance = 5 * (0.25 / (n // 4)) ** 0.5
+    for lane in range(4):
+        assert abs(keep[lane::4].float().mean().item() - 0.5) < tolerance
+    many = 1 << 24  # 5 sd of the share (6e-4) below the 2^-10 (9.8e-4) to resolve
+    finer, finer_scale = dropout_keep_mask((many,), 0.5 + 2**-10, torch.device("cpu"))
+    assert abs((1 - finer.float().mean().item()) - (0.5 + 2**-10)) < 5 * (0.25 / many) ** 0.5
+    assert finer_scale == pytest.approx(1 / (0.5 - 2**-10), rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [1e-7, 1 - 1e-7])
+def test_dropout_keep_mask_off_its_grid_uses_p_exactly(p):
+    """Rates that round to 0 or 1 on the 2^-16 grid are drawn per entry at p itself, never as
+    'drop nothing' or 'drop everything with an infinite scale'."""
+    torch.manual_seed(0)
+    keep, scale = dropout_keep_mask((1000,), p, torch.device("cpu"))
+    assert scale == 1 / (1 - p)
+    assert keep.all() if p < 0.5 else not keep.any()
 
 
 def test_dropout_keeps_a_boolean_mask_for_backward():
