@@ -439,7 +439,12 @@ def test_two_cpu_processes_on_gloo(synthetic_corpus, tmp_path):
 
 
 def test_process_count_mismatch_is_refused(synthetic_corpus, tmp_path, monkeypatch):
-    # a launcher that announces 2 processes to a script that only sees itself
+    # a launcher that announces 2 processes to a script whose Accelerate state already holds
+    # one process (initialised here first, so the test does not depend on the tests before it:
+    # a fresh state would try to join a 2-process CPU group)
+    from accelerate import PartialState
+
+    PartialState(cpu=True)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(
         RuntimeError, match="the launcher started 2 processes but Accelerate sees 1"
