@@ -17,7 +17,8 @@ dropout 0.2, spike stitcher width 2·N_max):
 Systems: ``ref`` (the reference ``MultiModal`` with AdamW + OneCycleLR and its trainer's
 step), ``ours`` (neds_hf, default token layout), ``ours500`` (``spread_trial_tokens=True``,
 500 tokens like the reference) and ``ours_probs`` (default layout with dropout on the attention
-probabilities, where the installed config offers ``attention_dropout_mode``). The ``ours``
+probabilities, where the installed config offers ``attention_dropout_mode``); neds_hf's step uses
+the optimizer ``neds-hf train`` builds (fused AdamW on CPU), at the reference's rates. The ``ours``
 worker also measures inference: batch-1 ``predict_neural_activity`` / ``predict_behavior``
 latency and their throughput at batch 64.
 
@@ -427,6 +428,22 @@ def prediction_kwargs(model: Any) -> dict[str, Any]:
     return {}
 
 
+def ours_optimizer(model: Any) -> Any:
+    """AdamW at the reference's settings (lr 2e-4, decay 0.01 on every parameter, eps 1e-8), run
+    as ``neds-hf train`` runs it: torch's fused kernel where the installed package uses it on
+    CPU (``fused_adamw_supported``; older versions without it get the default implementation)."""
+    import torch
+
+    try:
+        from neds_hf.training.setup import fused_adamw_supported
+    except ImportError:
+        fused = False
+    else:
+        fused = fused_adamw_supported(torch.device("cpu"))
+    options = {"fused": True} if fused else {}
+    return torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.01, eps=1e-8, **options)
+
+
 def ours_worker(system: str, case_name: str, steps: int, warmup: int, evals: int, options):
     """Time neds_hf's training step, evaluation forward and (``ours``) inference."""
     import torch
@@ -439,7 +456,7 @@ def ours_worker(system: str, case_name: str, steps: int, warmup: int, evals: int
     case = CASES[case_name]
     dropout_mode = "probabilities" if system == "ours_probs" else options.attention_dropout_mode
     model, config = ours_model(case, system == "ours500", dropout_mode, options.attn_implementation)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.01, eps=1e-8)
+    optimizer = ours_optimizer(model)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, total_steps=100_000, max_lr=2e-4, pct_start=0.15, div_factor=10
     )
@@ -541,7 +558,7 @@ def profile_worker(case_name: str, phase: str, system: str, rows: int, options) 
         config, normalization_method="none", eval_protocol=protocol, seed=0
     )
     trials = ours_trials(config, case.batch_size)[0]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    optimizer = ours_optimizer(model)
 
     def run_once() -> None:
         with record_function("collate"):

@@ -167,6 +167,48 @@ def test_session_learning_rate_scale_follows_the_schedule():
         ).validate()
 
 
+def test_cpu_optimizer_is_fused_adamw_with_the_default_update():
+    """On CPU the optimizer runs torch's fused AdamW kernel, and its updates are the default
+    implementation's (same groups, rates and decay) to float rounding over several steps; a
+    state saved by the default implementation (earlier checkpoints) loads into it."""
+    from neds_hf.training.setup import build_optimizer
+
+    args = NedsTrainingArguments(dataset="d", output_dir="o", learning_rate=3e-3)
+    fused_model, plain_model = small_model(num_hidden_layers=1), small_model(num_hidden_layers=1)
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused, _ = build_optimizer(fused_model, args, torch.device("cpu"))
+    assert all(group["fused"] for group in fused.param_groups)
+    plain_parameters = dict(zip(fused_model.parameters(), plain_model.parameters()))
+    plain = torch.optim.AdamW(
+        [
+            {
+                "params": [plain_parameters[p] for p in group["params"]],
+                "weight_decay": group["weight_decay"],
+            }
+            for group in fused.param_groups
+        ],
+        lr=args.learning_rate,
+        eps=args.adam_epsilon,
+    )
+    assert not any(group["fused"] for group in plain.param_groups)
+    initial = {name: p.detach().clone() for name, p in fused_model.named_parameters()}
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for fused_parameter, plain_parameter in plain_parameters.items():
+            fused_parameter.grad = torch.randn(fused_parameter.shape, generator=generator)
+            plain_parameter.grad = fused_parameter.grad.clone()
+        fused.step()
+        plain.step()
+    for (name, fused_parameter), plain_parameter in zip(
+        fused_model.named_parameters(), plain_model.parameters()
+    ):
+        assert not torch.equal(fused_parameter, initial[name]), name  # every parameter moved
+        torch.testing.assert_close(fused_parameter, plain_parameter, rtol=1e-5, atol=1e-7)
+    fused.load_state_dict(plain.state_dict())
+    fused.step()
+    assert all(torch.isfinite(p).all() for p in fused_model.parameters())
+
+
 def test_pretraining_run(pretrained, synthetic_corpus):
     args, result = pretrained
     output_dir = Path(args.output_dir)

@@ -7,8 +7,8 @@
 * :func:`prepare_model` builds a new model (pretraining) or loads a pretrained one and
   reconciles its sessions with the dataset's (fine-tuning), then applies freezing, gradient
   checkpointing and baseline rates.
-* :func:`build_optimizer` / :func:`build_scheduler`: AdamW (fused on CUDA) with decay on weight
-  matrices only, and the one-cycle cosine schedule.
+* :func:`build_optimizer` / :func:`build_scheduler`: AdamW (fused on CPU and CUDA) with decay on
+  weight matrices only, and the one-cycle cosine schedule.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "build_scheduler",
     "check_dataset_source",
     "configure_threads",
+    "fused_adamw_supported",
     "load_streaming_data",
     "load_training_data",
     "mean_counts_per_bin",
@@ -374,21 +375,30 @@ def parameter_groups(
     ]
 
 
+def fused_adamw_supported(device: torch.device) -> bool:
+    """Whether torch's fused AdamW runs on `device` (CPU and CUDA, in torch versions that
+    accept ``fused=``)."""
+    return device.type in ("cpu", "cuda") and (
+        "fused" in inspect.signature(torch.optim.AdamW).parameters
+    )
+
+
 def build_optimizer(
     model: torch.nn.Module, args: Any, device: torch.device
 ) -> tuple[torch.optim.Optimizer, list[int]]:
     """AdamW over :func:`parameter_groups`; returns it and the indices of the encoder groups.
 
     Per-session parameters run at ``learning_rate * session_learning_rate_scale`` (in groups
-    of their own only when the scale is not 1, so that default runs keep their groups). The fused
-    CUDA kernel is used when the parameters live on a CUDA device (one kernel for all
-    parameters instead of several per tensor); elsewhere torch's default implementation.
+    of their own only when the scale is not 1, so that default runs keep their groups). On CPU
+    and CUDA the update is torch's fused AdamW kernel (:func:`fused_adamw_supported`): one pass
+    over each parameter with no temporaries, where the default CPU implementation makes five
+    passes and two parameter-sized temporaries per tensor; elsewhere torch's default.
     """
     groups = parameter_groups(
         model, args.weight_decay, session_groups=args.session_learning_rate_scale != 1.0
     )
     options: dict[str, Any] = {"lr": args.learning_rate, "eps": args.adam_epsilon}
-    if device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
+    if fused_adamw_supported(device):
         options["fused"] = True
     session_lr = args.learning_rate * args.session_learning_rate_scale
     optimizer = torch.optim.AdamW(
