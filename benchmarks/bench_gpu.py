@@ -3,8 +3,8 @@
 For each depth (default 5, 16 and 22 layers at hidden 256, the paper's single-session, medium
 and large NEDS) it prints tokens/s, trials/s, model FLOPs utilisation (MFU: analytic matmul
 FLOPs per second over the device's peak) and peak memory, for training steps (forward +
-backward + AdamW, fused on CUDA; bf16 autocast on CUDA by default; optional ``torch.compile``
-and gradient checkpointing) and for the evaluation forward (encoding protocol, dropout off,
+backward + fused AdamW; bf16 autocast on CUDA by default; optional ``torch.compile`` and
+gradient checkpointing) and for the evaluation forward (encoding protocol, dropout off,
 inference mode). Every size runs in its own subprocess, so its peak memory is its own.
 
 The device peak comes from a table of dense bf16 / fp32 tensor-core rates for known GPUs, and
@@ -166,13 +166,17 @@ def size_worker(args: argparse.Namespace, layers: int) -> dict[str, Any]:
     """Measure training and evaluation of one model size in this process."""
     import torch
 
+    from neds_hf.training.setup import fused_adamw_supported
+
     device = args.device
     if device == "cpu":
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, config = build_model(args, layers)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, fused=device == "cuda")
+    optimizer = torch.optim.AdamW(  # as `neds-hf train` builds it: fused where torch has it
+        model.parameters(), lr=2e-4, fused=fused_adamw_supported(torch.device(device))
+    )
     forward = torch.compile(model) if args.compile else model
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16)
     train_batches = make_batches(config, args.batch_size, 4, device)
